@@ -1,0 +1,177 @@
+"""`python -m bot` and its subcommands.
+
+    python -m bot                       serve Slack (HTTP on $PORT, or Socket Mode)
+    python -m bot doctor                check settings, Slack, Neon and the store
+    python -m bot migrate               bring the store's schema up to date
+    python -m bot audit verify          check the audit trail's hash chain
+    python -m bot audit export [--format jsonl|csv] [--since DATE] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import TextIO
+
+from bot.config import SettingsError, load_settings, load_store_settings
+
+
+def _configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # slack_sdk logs request bodies at DEBUG; keep tokens out of the logs whatever the level.
+    logging.getLogger("slack_sdk").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def serve() -> int:
+    settings = load_settings()
+    _configure_logging(settings.log_level)
+    from bot.app import build
+    from bot.web import serve as serve_http
+
+    lifeguard = build(settings)
+    lifeguard.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("lifeguard").info("signal %d: stopping", signum)
+        lifeguard.close()
+        stop.set()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        assert settings.slack_app_token is not None
+        handler = SocketModeHandler(lifeguard.bolt, settings.slack_app_token.get_secret_value())
+        handler.connect()
+        logging.getLogger("lifeguard").info("connected to Slack in Socket Mode")
+    serve_http(lifeguard.wsgi(), settings.port)
+    return 0
+
+
+def doctor() -> int:
+    from bot.services.doctor import Check, check_neon, check_slack, check_store, render
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(render([Check("Settings", False, str(error))]))
+        return 1
+    from bot.app import neon_client, slack_client
+    from storage import SqlStore
+    from storage.migrate import current_revision, head_revision
+
+    checks = [Check("Settings", True, "all present and well-formed"
+                    + (" (Socket Mode)" if settings.socket_mode else " (HTTP mode)"))]
+    checks += check_slack(slack_client(settings), {
+        "APPROVALS_CHANNEL": settings.approvals_channel,
+        "ALERTS_CHANNEL": settings.alerts_channel})
+    with neon_client(settings) as neon:
+        checks += check_neon(neon)
+    try:
+        store = SqlStore(settings.database_url, migrate=False)
+    except Exception as error:
+        checks.append(Check("Store", False, f"cannot open: {type(error).__name__}: {error}",
+                            "Check DATABASE_URL."))
+    else:
+        checks += check_store(store.ping, lambda: current_revision(settings.database_url),
+                              head_revision())
+        store.close()
+    print(render(checks))
+    failed = [c.name for c in checks if not c.ok]
+    print("\nAll green." if not failed else f"\nNot ready: {', '.join(failed)}.")
+    return 0 if not failed else 1
+
+
+def migrate() -> int:
+    from storage.migrate import upgrade_to_head
+
+    settings = load_store_settings()
+    revision = upgrade_to_head(settings.database_url)
+    print(f"The store's schema is up to date (revision {revision}).")
+    return 0
+
+
+def audit_verify() -> int:
+    from storage import SqlStore
+
+    store = SqlStore(load_store_settings().database_url, migrate=False)
+    try:
+        checked, broken = store.verify()
+    finally:
+        store.close()
+    if broken is None:
+        head = store.head() if checked else None
+        print(f"Audit trail intact: {checked} entries checked"
+              + (f"; newest is #{head.seq}, hash {head.hash}." if head else "."))
+        return 0
+    print(f"Audit trail BROKEN at entry #{broken.seq}: {broken.reason}. "
+          f"Entries before #{broken.seq} are intact.")
+    return 1
+
+
+def _parse_since(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date; write 2026-01-13 or 2026-01-13T14:25:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def audit_export(fmt: str, since: datetime | None, output: TextIO) -> int:
+    from storage import SqlStore, write_audit_export
+
+    store = SqlStore(load_store_settings().database_url, migrate=False)
+    try:
+        count = write_audit_export(store.entries(since), fmt, output)  # type: ignore[arg-type]
+    finally:
+        store.close()
+    print(f"Exported {count} audit entries.", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Lifeguard")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve Slack (the default)")
+    commands.add_parser("doctor", help="check settings, Slack, Neon and the store")
+    commands.add_parser("migrate", help="bring the store's schema up to date")
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="audit")
+    audit.add_parser("verify", help="check the hash chain")
+    export = audit.add_parser("export", help="write every entry as JSON lines or CSV")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("--since", type=_parse_since, default=None,
+                        help="only entries at or after this date (UTC unless a zone is given)")
+    export.add_argument("--output", type=argparse.FileType("w", encoding="utf-8"),
+                        default=sys.stdout)
+    args = parser.parse_args(argv)
+    try:
+        if args.command in (None, "serve"):
+            return serve()
+        _configure_logging("WARNING")
+        if args.command == "doctor":
+            return doctor()
+        if args.command == "migrate":
+            return migrate()
+        if args.command == "audit" and args.audit == "verify":
+            return audit_verify()
+        if args.command == "audit" and args.audit == "export":
+            return audit_export(args.format, args.since, args.output)
+        parser.print_help()
+        return 2
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

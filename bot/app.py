@@ -1,0 +1,116 @@
+"""Composition root: the only module that knows every piece and wires them together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot.background import Background
+from bot.config import Settings
+from bot.neon import NeonClient
+from bot.scheduler import build_scheduler
+from bot.services.backups import BackupService
+from bot.web import WsgiApp, make_wsgi_app
+from handlers.backup import SlackBackupNotifier, register_backup_handlers
+from handlers.home import register_home_handlers
+from storage import SqlStore
+
+log = logging.getLogger("lifeguard")
+
+
+def slack_client(settings: Settings) -> WebClient:
+    return WebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        timeout=15,
+        retry_handlers=[
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            ServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def neon_client(settings: Settings) -> NeonClient:
+    return NeonClient(settings.neon_api_key.get_secret_value(), settings.neon_project_id,
+                      base_url=settings.neon_api_url)
+
+
+@dataclass
+class Lifeguard:
+    settings: Settings
+    store: SqlStore
+    neon: NeonClient
+    slack: WebClient
+    bolt: App
+    backups: BackupService
+    background: Background
+    scheduler: BackgroundScheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = build_scheduler(
+            reconcile=self.reconcile, reconcile_interval=self.settings.reconcile_interval,
+            housekeeping=self.backups.mark_expired)
+
+    def reconcile(self) -> None:
+        """Hand every unfinished piece of work to a worker; leases keep it to one at a time."""
+        for backup in self.backups.unfinished():
+            self.background.run(lambda b=backup: self.backups.advance(b.id),
+                                f"reconcile backup {backup.branch_name}")
+
+    def store_problem(self) -> str | None:
+        try:
+            self.store.ping()
+        except Exception as error:
+            return f"the store does not answer: {type(error).__name__}"
+        return None
+
+    def wsgi(self) -> WsgiApp:
+        return make_wsgi_app(None if self.settings.socket_mode else self.bolt,
+                             self.store_problem)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def close(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.background.shutdown(wait=False)
+        self.neon.close()
+        self.store.close()
+
+
+def build(settings: Settings) -> Lifeguard:
+    """Build every piece. Applies pending store migrations."""
+    store = SqlStore(settings.database_url, migrate=True)
+    client = slack_client(settings)
+    neon = neon_client(settings)
+    bolt = App(
+        client=client,
+        signing_secret=(settings.slack_signing_secret.get_secret_value()
+                        if settings.slack_signing_secret else ""),
+        request_verification_enabled=not settings.socket_mode,
+        # The token is checked by `python -m bot doctor`; a Slack outage during a deploy
+        # must not stop the bot from starting and finishing interrupted work.
+        token_verification_enabled=False,
+        process_before_response=False,
+    )
+    background = Background(settings.worker_threads)
+    backups = BackupService(store, neon, SlackBackupNotifier(client),
+                            retention=settings.backup_retention,
+                            worker_id=f"{socket.gethostname()}:{os.getpid()}")
+    register_backup_handlers(bolt, backups, background.run)
+    register_home_handlers(bolt, backups)
+    return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
+                     backups=backups, background=background)

@@ -1,0 +1,221 @@
+"""Settings: the only reader of the environment (and of an optional `.env` file).
+
+Every problem is collected and reported at once, naming the variable, so a deploy with
+three mistakes needs one fix-up, not three restarts. Secrets are SecretStr: they never
+appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.domain.durations import DURATION_FORMAT, parse_duration
+
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+DATABASE_URL_PREFIXES = ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+
+# What each variable is, for messages about a missing or malformed one.
+DESCRIPTIONS: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "the bot token, xoxb-…, from the Slack app's OAuth & Permissions page",
+    "SLACK_SIGNING_SECRET": "from the Slack app's Basic Information page (needed in HTTP mode)",
+    "SLACK_APP_TOKEN": "an app-level token xapp-… with connections:write, for Socket Mode",
+    "SLACK_API_URL": "the Slack Web API base URL, such as https://slack.com/api/",
+    "NEON_API_KEY": "a Neon API key that can manage the project's branches",
+    "NEON_PROJECT_ID": "the Neon project id, such as young-sun-123456, from the project settings",
+    "NEON_API_URL": "the Neon API base URL, such as https://console.neon.tech/api/v2",
+    "DATABASE_URL": "Lifeguard's own store: sqlite:///path.db, postgresql://… or postgres://…",
+    "APPROVERS": "a comma list of Slack user ids (U…) and user-group ids (S…)",
+    "REQUIRED_APPROVALS": "how many approvers besides the requester, a whole number from 1",
+    "APPROVAL_TTL": f"how long a request waits for approval: {DURATION_FORMAT}",
+    "APPROVALS_CHANNEL": "the channel id (C…) where approval cards are posted",
+    "ALERTS_CHANNEL": "the channel id (C…) where alerts and reports are posted",
+    "RECONCILE_INTERVAL": f"how often unfinished work is moved forward: {DURATION_FORMAT}",
+    "BACKUP_RETENTION": f"how long Neon keeps a backup branch: {DURATION_FORMAT}",
+    "PORT": "the HTTP port, 1 to 65535",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "WORKER_THREADS": "how many background jobs may run at once, a whole number from 1",
+}
+
+def _check_database_url(value: str) -> str:
+    if not value.startswith(DATABASE_URL_PREFIXES):
+        raise ValueError("it must start with " + ", ".join(DATABASE_URL_PREFIXES))
+    return value
+
+
+Duration = Annotated[timedelta, NoDecode]
+IdList = Annotated[tuple[str, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    slack_bot_token: SecretStr
+    slack_app_token: SecretStr | None = None
+    # Required unless SLACK_APP_TOKEN is set; checked by a field validator (not a model
+    # validator) so that one message names it together with every other problem.
+    slack_signing_secret: SecretStr | None = Field(default=None, validate_default=True)
+    slack_api_url: str = "https://slack.com/api/"
+    neon_api_key: SecretStr
+    neon_project_id: str
+    neon_api_url: str = "https://console.neon.tech/api/v2"
+    database_url: str = "sqlite:///lifeguard.db"
+    approvers: IdList = ()
+    required_approvals: int = Field(default=1, ge=1)
+    approval_ttl: Duration = timedelta(minutes=30)
+    approvals_channel: str
+    alerts_channel: str
+    reconcile_interval: Duration = timedelta(seconds=10)
+    backup_retention: Duration = timedelta(days=7)
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: str = "INFO"
+    worker_threads: int = Field(default=8, ge=1)
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    @field_validator("approval_ttl", "reconcile_interval", "backup_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _id_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        bad = [v for v in value if not (USER_ID.match(v) or USERGROUP_ID.match(v))]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} is not a Slack user id (U…) or user-group id (S…)")
+        return value
+
+    @field_validator("approvals_channel", "alerts_channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not CHANNEL_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack channel id (C… or G…, not a #name)")
+        return value
+
+    @field_validator("slack_bot_token", "neon_api_key", "slack_signing_secret",
+                     "slack_app_token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise PydanticCustomError("missing", "Field required")
+        return value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("a bot token starts with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("an app-level token starts with xapp-")
+        return value
+
+    @field_validator("slack_api_url", "neon_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_url_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("neon_project_id")
+    @classmethod
+    def _project_id(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9-]{2,}$", value):
+            raise ValueError(f"{value!r} is not a Neon project id (lowercase words and digits "
+                             "joined by dashes, such as young-sun-123456)")
+        return value
+
+    _database_url = field_validator("database_url")(_check_database_url)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _signing_secret_for_http(cls, value: SecretStr | None,
+                                 info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("slack_app_token") is None:
+            raise PydanticCustomError("missing", "Field required")
+        return value
+
+
+class SettingsError(Exception):
+    """Settings are missing or malformed. The message names every problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(
+            "Lifeguard cannot start: these settings are missing or malformed.\n"
+            f"{lines}\n"
+            "Set them in the environment or in a .env file in the working directory; "
+            "see README.md."
+        )
+
+
+def _problem(error: Any) -> str:
+    location = error.get("loc") or ()
+    if not location:
+        return str(error.get("msg", "")).removeprefix("Value error, ")
+    name = str(location[0]).upper()
+    what = DESCRIPTIONS.get(name, "")
+    if error.get("type") == "missing":
+        return f"{name} is missing: {what}" if what else f"{name} is missing"
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return f"{name} is malformed: {message}" + (f"; expected {what}" if what and
+                                                   DURATION_FORMAT not in message else "")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, or raise SettingsError naming every problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError([_problem(e) for e in error.errors()]) from None
+
+
+class StoreSettings(BaseSettings):
+    """Only what the store commands (`migrate`, `audit …`) need, so an operator can check
+    the audit trail with nothing but DATABASE_URL, even when Slack or Neon are down."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False)
+
+    database_url: str = "sqlite:///lifeguard.db"
+
+    _database_url = field_validator("database_url")(_check_database_url)
+
+
+def load_store_settings() -> StoreSettings:
+    try:
+        return StoreSettings()
+    except ValidationError as error:
+        raise SettingsError([_problem(e) for e in error.errors()]) from None

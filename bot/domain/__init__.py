@@ -1,0 +1,1 @@
+"""Pure rules of Lifeguard. Standard library only: no Slack, Neon or database here."""

@@ -1,0 +1,58 @@
+"""The small protocols services use to reach the outside. `storage` and `bot.neon` satisfy
+them; tests may pass in-process fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Protocol
+
+from bot.domain.audit import AuditEntry, AuditEvent, ChainBreak
+from bot.domain.backups import Backup, BackupStatus
+
+
+class DuplicateBackup(Exception):
+    """A backup with that branch name is already recorded."""
+
+
+class AuditLog(Protocol):
+    def append(self, event: AuditEvent) -> AuditEntry: ...
+
+    def entries(self, since: datetime | None = None) -> Iterator[AuditEntry]: ...
+
+    def verify(self) -> tuple[int, ChainBreak | None]:
+        """(number of entries checked, first break or None)."""
+        ...
+
+
+class BackupStore(Protocol):
+    def add_backup(self, backup: Backup, event: AuditEvent) -> Backup:
+        """Insert the backup and append the event in one transaction.
+        Raises DuplicateBackup when the branch name is taken."""
+        ...
+
+    def get_backup(self, backup_id: str) -> Backup | None: ...
+
+    def backup_by_branch_name(self, branch_name: str) -> Backup | None: ...
+
+    def list_backups(self, statuses: tuple[BackupStatus, ...] | None = None) -> list[Backup]:
+        """Newest first."""
+        ...
+
+    def update_backup(self, backup_id: str, expected_status: BackupStatus,
+                      event: AuditEvent | None = None, **changes: Any) -> Backup | None:
+        """Compare-and-set: apply `changes` only if the status is still `expected_status`,
+        appending `event` in the same transaction. None when the status had moved on."""
+        ...
+
+    def claim_backup(self, backup_id: str, owner: str, lease_seconds: float) -> Backup | None:
+        """Take the work lease on an unfinished backup, or None if another worker holds it."""
+        ...
+
+    def release_backup(self, backup_id: str, owner: str) -> None: ...
+
+
+class Store(AuditLog, BackupStore, Protocol):
+    def ping(self) -> None:
+        """Raise if the store does not answer."""
+        ...

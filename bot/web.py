@@ -1,0 +1,59 @@
+"""The HTTP surface: `POST /slack/events` (Bolt) and `GET /healthz`, served by waitress,
+a production WSGI server with a thread pool and no dependencies beyond the standard library."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+log = logging.getLogger("lifeguard.web")
+
+SLACK_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(data))), ("Cache-Control", "no-store")])
+    return [data]
+
+
+def make_wsgi_app(bolt: App | None, store_problem: Callable[[], str | None]) -> WsgiApp:
+    """`bolt` is None in Socket Mode: Slack then reaches us over the socket, and HTTP serves
+    only the health check. `store_problem` returns None when the store answers."""
+    slack = SlackRequestHandler(bolt, path=SLACK_PATH) if bolt is not None else None
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        if path == HEALTH_PATH and method in ("GET", "HEAD"):
+            problem = store_problem()
+            if problem is None:
+                return _json(start_response, "200 OK", {"status": "ok", "store": "ok"})
+            return _json(start_response, "503 Service Unavailable",
+                         {"status": "unavailable", "store": problem})
+        if path == SLACK_PATH and slack is not None:
+            if method != "POST":
+                return _json(start_response, "405 Method Not Allowed",
+                             {"error": "Slack sends POST requests here"})
+            return slack(environ, start_response)
+        return _json(start_response, "404 Not Found", {"error": "not found"})
+
+    return app
+
+
+def serve(app: WsgiApp, port: int, threads: int = 16) -> None:
+    import waitress
+
+    log.info("listening on port %d", port)
+    waitress.serve(app, host="0.0.0.0", port=port, threads=threads, ident="lifeguard",
+                   clear_untrusted_proxy_headers=True)

@@ -1,0 +1,132 @@
+"""Lifeguard's tables, as SQLModel classes.
+
+The schema itself is created by the Alembic migrations in `storage/migrations`, never by
+`create_all`; a test checks that the migrations and these classes agree.
+
+Every timestamp is a `UTCDateTime`: written only from timezone-aware datetimes, stored
+as UTC (`timestamptz` on PostgreSQL, naive UTC text on SQLite) and always read back as a
+timezone-aware UTC datetime.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlmodel import Field, SQLModel
+
+HASH_LENGTH = 64
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime. Naive datetimes are refused on write."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise ValueError(f"refusing naive datetime {value.isoformat()}: give it a time zone")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _seq_type() -> TypeEngine[int]:
+    # INTEGER PRIMARY KEY is SQLite's rowid; BIGINT elsewhere.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+class AuditEntryRow(SQLModel, table=True):
+    """One link of the append-only, hash-chained audit trail (see bot.domain.audit).
+
+    `seq` is assigned by the appender (last + 1, under a lock), never by the database.
+    UNIQUE(prev_hash) means two entries can never follow the same one: the chain cannot
+    fork. Triggers created by the migration refuse UPDATE and DELETE (and TRUNCATE on
+    PostgreSQL).
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        UniqueConstraint("prev_hash", name="uq_audit_entries_prev_hash"),
+        UniqueConstraint("hash", name="uq_audit_entries_hash"),
+        Index("ix_audit_entries_created_at", "created_at"),
+    )
+
+    seq: int = Field(sa_column=Column("seq", _seq_type(), primary_key=True,
+                                      autoincrement=False))
+    created_at: datetime = Field(sa_column=Column("created_at", UTCDateTime(), nullable=False))
+    actor: str = Field(sa_column=Column("actor", String(), nullable=False))
+    action: str = Field(sa_column=Column("action", String(), nullable=False))
+    subject: str = Field(sa_column=Column("subject", String(), nullable=False))
+    details: str = Field(sa_column=Column("details", Text(), nullable=False))  # JSON text
+    prev_hash: str = Field(sa_column=Column("prev_hash", String(HASH_LENGTH), nullable=False))
+    hash: str = Field(sa_column=Column("hash", String(HASH_LENGTH), nullable=False))
+
+
+class BackupRow(SQLModel, table=True):
+    """A backup branch (bot.domain.backups.Backup) plus the work lease of the worker
+    moving it forward."""
+
+    __tablename__ = "backups"
+    __table_args__ = (
+        UniqueConstraint("branch_name", name="uq_backups_branch_name"),
+        Index("ix_backups_status", "status"),
+        Index("ix_backups_created_at", "created_at"),
+    )
+
+    id: str = Field(sa_column=Column("id", String(), primary_key=True))
+    branch_name: str = Field(sa_column=Column("branch_name", String(), nullable=False))
+    status: str = Field(sa_column=Column("status", String(), nullable=False))
+    requested_by: str = Field(sa_column=Column("requested_by", String(), nullable=False))
+    reason: str = Field(sa_column=Column("reason", Text(), nullable=False))
+    created_at: datetime = Field(sa_column=Column("created_at", UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column("expires_at", UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column("updated_at", UTCDateTime(), nullable=False))
+    branch_id: str | None = Field(default=None, sa_column=Column("branch_id", String()))
+    parent_branch_id: str | None = Field(default=None,
+                                         sa_column=Column("parent_branch_id", String()))
+    operation_ids: str = Field(default="[]", sa_column=Column("operation_ids", Text(),
+                                                              nullable=False))  # JSON list
+    error: str | None = Field(default=None, sa_column=Column("error", Text()))
+    channel_id: str | None = Field(default=None, sa_column=Column("channel_id", String()))
+    message_ts: str | None = Field(default=None, sa_column=Column("message_ts", String()))
+    response_url: str | None = Field(default=None, sa_column=Column("response_url", Text()))
+    deleted_by: str | None = Field(default=None, sa_column=Column("deleted_by", String()))
+    logical_size: int | None = Field(default=None,
+                                     sa_column=Column("logical_size", BigInteger()))
+    lease_owner: str | None = Field(default=None, sa_column=Column("lease_owner", String()))
+    lease_until: datetime | None = Field(default=None,
+                                         sa_column=Column("lease_until", UTCDateTime()))
+
+
+audit_entries = AuditEntryRow.__table__  # type: ignore[attr-defined]
+backups = BackupRow.__table__  # type: ignore[attr-defined]
+metadata = SQLModel.metadata

@@ -1,0 +1,452 @@
+"""`SqlStore`: the `Store` of bot.services.ports on SQLite or PostgreSQL.
+
+The audit trail
+---------------
+Appends are serialised, so any number of threads and processes appending at once still
+make one unbroken chain: on PostgreSQL the transaction takes
+`pg_advisory_xact_lock(AUDIT_LOCK_KEY)` before reading the last entry; on SQLite every
+writing transaction is `BEGIN IMMEDIATE`. The entry gets `seq = last + 1`,
+`prev_hash = last hash` (GENESIS_HASH for the first) and `hash = entry_hash(...)`; the
+primary key on seq and UNIQUE(prev_hash) make a fork impossible even if the lock were
+bypassed. Database triggers refuse UPDATE and DELETE of entries.
+
+`verify()` re-reads the whole chain in batches and reports the first entry whose content,
+link or position does not hold: an edited field, a removed or inserted entry, a missing
+first entry. What no chain can show on its own is a removed *tail* (the newest entries
+deleted, the rest intact), or a chain rewritten from some entry on with freshly computed
+hashes: both look like a shorter valid chain. Detect those by comparing `head()` (seq and
+hash) with a head exported earlier to somewhere the database's users cannot write
+(`python -m bot audit export`, an alert message, object storage): that head's entry must
+still be there with the same hash.
+
+Backups
+-------
+Each mutating method appends its audit event in the same transaction through the same
+serialised path, so the record and its audit entry are both written or neither is.
+`update_backup` is a compare-and-set on the status; `claim_backup` takes a time-limited
+work lease. Lock order is always "backup row, then audit lock", so they cannot deadlock.
+
+Transient errors (SQLite "database is locked", PostgreSQL serialization failures and
+deadlocks, a connection lost before COMMIT was sent) are retried a few times with backoff;
+a connection lost during COMMIT is not retried, since the commit may have happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg.errors
+from sqlalchemy import Engine, Row, and_, insert, or_, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from bot.domain.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    AuditEvent,
+    ChainBreak,
+    entry_hash,
+    find_chain_break,
+)
+from bot.domain.backups import Backup, BackupStatus
+from bot.services.ports import DuplicateBackup
+from storage.db import create_engine_for, is_postgresql, write_connection
+from storage.migrate import upgrade_engine
+from storage.models import audit_entries, backups
+
+T = TypeVar("T")
+
+AUDIT_LOCK_KEY = 0x4C49464547554152  # "LIFEGUAR": pg_advisory_xact_lock key of the chain
+RETRY_ATTEMPTS = 5
+RETRY_BASE_DELAY_SECONDS = 0.05
+
+_BACKUP_FIELDS = tuple(f.name for f in fields(Backup))
+_UPDATABLE_FIELDS = frozenset(_BACKUP_FIELDS) - {"id"}
+_TIMESTAMP_FIELDS = frozenset({"created_at", "expires_at", "updated_at"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqlStore:
+    """Lifeguard's store on SQLite (`sqlite:///…`) or PostgreSQL (`postgres[ql]://…`).
+
+    Thread-safe; open one per process and share it. With `migrate=True` (the default)
+    the schema is brought up to date first.
+    """
+
+    #: audit entries read per query by `entries()` and `verify()`
+    batch_size: int = 1000
+
+    def __init__(self, database_url: str, *, migrate: bool = True) -> None:
+        self._engine: Engine = create_engine_for(database_url)
+        self._now: Callable[[], datetime] = utcnow
+        # SQLite has one writer at a time, and its busy handler waits for the write lock by
+        # sleeping in growing steps (up to 100 ms). Threads of this process queue on this
+        # lock instead and go the moment the writer before them commits; other processes
+        # still meet the busy handler. PostgreSQL needs no such lock.
+        self._writer_lock: threading.Lock | contextlib.nullcontext[None] = (
+            contextlib.nullcontext() if is_postgresql(self._engine) else threading.Lock())
+        if migrate:
+            try:
+                upgrade_engine(self._engine)
+            except BaseException:
+                self._engine.dispose()
+                raise
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT 1")).scalar_one()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- transactions ----------------------------------------------------------------
+
+    def _transaction(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        """Run `work` in one transaction, retrying it when a transient error allows."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            committing = False
+            try:
+                with (self._writer_lock if write else contextlib.nullcontext()), \
+                        self._engine.connect() as conn:
+                    if write:
+                        write_connection(conn)
+                    with conn.begin():
+                        result = work(conn)
+                        committing = True
+                return result
+            except DBAPIError as exc:
+                if attempt == RETRY_ATTEMPTS or not _is_transient(exc, committing):
+                    raise
+                delay = RETRY_BASE_DELAY_SECONDS * 2 ** (attempt - 1)
+                time.sleep(delay * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- the audit trail -------------------------------------------------------------
+
+    def append(self, event: AuditEvent) -> AuditEntry:
+        details = _details_text(event)
+        return self._transaction(lambda conn: self._append_in(conn, event, details),
+                                 write=True)
+
+    def _append_in(self, conn: Connection, event: AuditEvent, details_text: str) -> AuditEntry:
+        """Append within the caller's (writing) transaction. The only way entries are made."""
+        if is_postgresql(conn):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+        last = conn.execute(
+            select(audit_entries.c.seq, audit_entries.c.hash, audit_entries.c.created_at)
+            .order_by(audit_entries.c.seq.desc())
+            .limit(1)
+        ).first()
+        created_at = self._now()
+        if last is None:
+            seq, prev_hash = 1, GENESIS_HASH
+        else:
+            seq, prev_hash = last.seq + 1, last.hash
+            # Never go back in time along the chain, even if the clock does.
+            created_at = max(created_at, last.created_at)
+        details = json.loads(details_text)
+        digest = entry_hash(seq=seq, created_at=created_at, actor=event.actor,
+                            action=event.action, subject=event.subject, details=details,
+                            prev_hash=prev_hash)
+        conn.execute(insert(audit_entries).values(
+            seq=seq, created_at=created_at, actor=event.actor, action=event.action,
+            subject=event.subject, details=details_text, prev_hash=prev_hash, hash=digest,
+        ))
+        return AuditEntry(seq=seq, created_at=created_at, actor=event.actor,
+                          action=event.action, subject=event.subject, details=details,
+                          prev_hash=prev_hash, hash=digest)
+
+    def head(self) -> AuditEntry | None:
+        """The newest entry: export its seq and hash somewhere safe to detect later a
+        removed tail or a rewritten chain (see the module documentation)."""
+        row = self._transaction(
+            lambda conn: conn.execute(
+                select(audit_entries).order_by(audit_entries.c.seq.desc()).limit(1)
+            ).first(),
+            write=False,
+        )
+        return None if row is None else _entry(row)
+
+    def entries(self, since: datetime | None = None) -> Iterator[AuditEntry]:
+        """Entries in seq order (those created at or after `since`), read `batch_size` at
+        a time, so a long trail is never loaded at once."""
+        if since is not None and since.tzinfo is None:
+            raise ValueError("`since` must be timezone-aware")
+        after = 0
+        while True:
+            batch = self._entry_batch(after, since)
+            yield from batch
+            if len(batch) < self.batch_size:
+                return
+            after = batch[-1].seq
+
+    def _entry_batch(self, after: int, since: datetime | None,
+                     limit: int | None = None) -> list[AuditEntry]:
+        query = select(audit_entries).where(audit_entries.c.seq > after)
+        if since is not None:
+            query = query.where(audit_entries.c.created_at >= since)
+        query = query.order_by(audit_entries.c.seq).limit(limit or self.batch_size)
+        rows = self._transaction(lambda conn: conn.execute(query).all(), write=False)
+        return [_entry(row) for row in rows]
+
+    def verify(self) -> tuple[int, ChainBreak | None]:
+        """(entries checked, the first break or None). The chain must start at seq 1 with
+        GENESIS_HASH and continue without gaps; each entry's hash must match its content.
+        A removed tail is not detectable here: compare `head()` with an exported head."""
+        checked = 0
+        prev_hash, expected_seq = GENESIS_HASH, 1
+        after = 0
+        while True:
+            try:
+                batch = self._entry_batch(after, None)
+            except (ValueError, TypeError):  # some row was edited into something unreadable
+                return checked, self._unreadable_entry(after)
+            broken = find_chain_break(batch, prev_hash, expected_seq)
+            if broken is not None:
+                checked += sum(1 for entry in batch if entry.seq < broken.seq)
+                return checked, broken
+            checked += len(batch)
+            if len(batch) < self.batch_size:
+                return checked, None
+            prev_hash, expected_seq = batch[-1].hash, batch[-1].seq + 1
+            after = batch[-1].seq
+
+    def _unreadable_entry(self, after: int) -> ChainBreak:
+        seqs = self._transaction(
+            lambda conn: conn.execute(
+                select(audit_entries.c.seq).where(audit_entries.c.seq > after)
+                .order_by(audit_entries.c.seq).limit(self.batch_size)).scalars().all(),
+            write=False,
+        )
+        for seq in seqs:
+            try:
+                self._entry_batch(seq - 1, None, limit=1)
+            except (ValueError, TypeError) as exc:
+                return ChainBreak(seq, f"it cannot be read ({exc}); it was edited")
+        return ChainBreak(after + 1, "an entry cannot be read; it was edited")  # pragma: no cover
+
+    # --- backups ---------------------------------------------------------------------
+
+    def add_backup(self, backup: Backup, event: AuditEvent) -> Backup:
+        values = _backup_values(backup)
+        values["id"] = backup.id
+        details = _details_text(event)
+
+        def work(conn: Connection) -> Backup:
+            conn.execute(insert(backups).values(**values))
+            self._append_in(conn, event, details)
+            return _one_backup(conn, backup.id)
+
+        try:
+            return self._transaction(work, write=True)
+        except IntegrityError as exc:
+            if self.backup_by_branch_name(backup.branch_name) is not None:
+                raise DuplicateBackup(
+                    f"a backup named {backup.branch_name} is already recorded") from exc
+            raise
+
+    def get_backup(self, backup_id: str) -> Backup | None:
+        row = self._transaction(
+            lambda conn: conn.execute(select(backups).where(backups.c.id == backup_id)).first(),
+            write=False,
+        )
+        return None if row is None else _backup(row)
+
+    def backup_by_branch_name(self, branch_name: str) -> Backup | None:
+        row = self._transaction(
+            lambda conn: conn.execute(
+                select(backups).where(backups.c.branch_name == branch_name)).first(),
+            write=False,
+        )
+        return None if row is None else _backup(row)
+
+    def list_backups(self, statuses: tuple[BackupStatus, ...] | None = None) -> list[Backup]:
+        """Newest first (by created_at, then id)."""
+        query = select(backups)
+        if statuses is not None:
+            if not statuses:
+                return []
+            query = query.where(backups.c.status.in_([BackupStatus(s).value
+                                                      for s in statuses]))
+        query = query.order_by(backups.c.created_at.desc(), backups.c.id.desc())
+        rows = self._transaction(lambda conn: conn.execute(query).all(), write=False)
+        return [_backup(row) for row in rows]
+
+    def update_backup(self, backup_id: str, expected_status: BackupStatus,
+                      event: AuditEvent | None = None, **changes: Any) -> Backup | None:
+        """Compare-and-set: `UPDATE … WHERE id = ? AND status = ?`. None (and nothing
+        written, no event appended) when the status had moved on or there is no such
+        backup. `updated_at` is set to now unless given. Raises TypeError for a field
+        Backup does not have, DuplicateBackup when renaming onto a taken branch name."""
+        unknown = set(changes) - _UPDATABLE_FIELDS
+        if unknown:
+            raise TypeError(f"Backup has no updatable field(s) {', '.join(sorted(unknown))}")
+        values = _backup_values(changes)
+        values.setdefault("updated_at", self._now())
+        details = None if event is None else _details_text(event)
+        expected = BackupStatus(expected_status).value
+
+        def work(conn: Connection) -> Backup | None:
+            result = conn.execute(
+                update(backups)
+                .where(and_(backups.c.id == backup_id, backups.c.status == expected))
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return None
+            if event is not None and details is not None:
+                self._append_in(conn, event, details)
+            return _one_backup(conn, backup_id)
+
+        try:
+            return self._transaction(work, write=True)
+        except IntegrityError as exc:
+            if "branch_name" in changes:
+                raise DuplicateBackup(
+                    f"a backup named {changes['branch_name']} is already recorded") from exc
+            raise
+
+    def claim_backup(self, backup_id: str, owner: str, lease_seconds: float) -> Backup | None:
+        """Take (or extend, for the same owner) the work lease until now + lease_seconds.
+        None when another owner's lease has not expired, or there is no such backup.
+        Leases use this process's clock: keep replicas' clocks in sync (NTP)."""
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+
+        def work(conn: Connection) -> Backup | None:
+            now = self._now()
+            result = conn.execute(
+                update(backups)
+                .where(and_(
+                    backups.c.id == backup_id,
+                    or_(backups.c.lease_until.is_(None), backups.c.lease_until < now,
+                        backups.c.lease_owner == owner),
+                ))
+                .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+            )
+            if result.rowcount != 1:
+                return None
+            return _one_backup(conn, backup_id)
+
+        return self._transaction(work, write=True)
+
+    def release_backup(self, backup_id: str, owner: str) -> None:
+        """Give up the lease if `owner` holds it; otherwise do nothing."""
+        self._transaction(
+            lambda conn: conn.execute(
+                update(backups)
+                .where(and_(backups.c.id == backup_id, backups.c.lease_owner == owner))
+                .values(lease_owner=None, lease_until=None)
+            ),
+            write=True,
+        )
+
+    def lease_of(self, backup_id: str) -> tuple[str, datetime] | None:
+        """(owner, until) of the backup's current lease, expired or not; None if none."""
+        row = self._transaction(
+            lambda conn: conn.execute(
+                select(backups.c.lease_owner, backups.c.lease_until)
+                .where(backups.c.id == backup_id)).first(),
+            write=False,
+        )
+        if row is None or row.lease_owner is None or row.lease_until is None:
+            return None
+        return row.lease_owner, row.lease_until
+
+
+# --- conversions -----------------------------------------------------------------------
+
+
+def _details_text(event: AuditEvent) -> str:
+    """The event's details as canonical JSON text; refuses what the chain cannot keep."""
+    for name in ("actor", "action", "subject"):
+        value = getattr(event, name)
+        if not isinstance(value, str):
+            raise TypeError(f"audit event {name} must be a string, got {type(value).__name__}")
+        if "\x00" in value:
+            raise ValueError(f"audit event {name} contains a NUL character")
+    if not isinstance(event.details, Mapping):
+        raise TypeError("audit event details must be a mapping")
+    try:
+        return json.dumps(event.details, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"audit event details must be plain JSON data: {exc}") from exc
+
+
+def _entry(row: Row[Any]) -> AuditEntry:
+    details = json.loads(row.details)
+    if not isinstance(details, dict):
+        raise ValueError("details is not a JSON object")
+    return AuditEntry(seq=row.seq, created_at=row.created_at, actor=row.actor,
+                      action=row.action, subject=row.subject, details=details,
+                      prev_hash=row.prev_hash, hash=row.hash)
+
+
+def _backup_values(source: Backup | Mapping[str, Any]) -> dict[str, Any]:
+    """Column values for the given Backup fields (all of them for a Backup)."""
+    items = ({name: getattr(source, name) for name in _BACKUP_FIELDS if name != "id"}
+             if isinstance(source, Backup) else dict(source))
+    values: dict[str, Any] = {}
+    for name, value in items.items():
+        if name == "status":
+            value = BackupStatus(value).value
+        elif name == "operation_ids":
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError("operation_ids must be a sequence of strings")
+            value = json.dumps(list(value))
+        elif name in _TIMESTAMP_FIELDS:
+            if not isinstance(value, datetime):
+                raise TypeError(f"{name} must be a datetime")
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
+        values[name] = value
+    return values
+
+
+def _backup(row: Row[Any]) -> Backup:
+    data = row._mapping
+    kwargs: dict[str, Any] = {name: data[name] for name in _BACKUP_FIELDS}
+    kwargs["status"] = BackupStatus(data["status"])
+    kwargs["operation_ids"] = tuple(json.loads(data["operation_ids"]))
+    return Backup(**kwargs)
+
+
+def _one_backup(conn: Connection, backup_id: str) -> Backup:
+    return _backup(conn.execute(select(backups).where(backups.c.id == backup_id)).one())
+
+
+def _is_transient(exc: DBAPIError, committing: bool) -> bool:
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        message = str(orig).lower()
+        return "database is locked" in message or "database is busy" in message
+    if isinstance(orig, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return True  # the server rolled the transaction back: safe to run it again
+    if exc.connection_invalidated or isinstance(orig, psycopg.OperationalError):
+        return not committing  # lost before COMMIT: nothing was written
+    return False
