@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Literal, TextIO
 
 from bot.config import SettingsError, load_settings, load_store_settings
 
@@ -58,33 +58,16 @@ def serve() -> int:
 
 
 def doctor() -> int:
-    from bot.services.doctor import Check, check_neon, check_slack, check_store, render
+    from bot.services.doctor import Check, render
 
     try:
         settings = load_settings()
     except SettingsError as error:
         print(render([Check("Settings", False, str(error))]))
         return 1
-    from bot.app import neon_client, slack_client
-    from storage import SqlStore
-    from storage.migrate import current_revision, head_revision
+    from bot.app import doctor_checks
 
-    checks = [Check("Settings", True, "all present and well-formed"
-                    + (" (Socket Mode)" if settings.socket_mode else " (HTTP mode)"))]
-    checks += check_slack(slack_client(settings), {
-        "APPROVALS_CHANNEL": settings.approvals_channel,
-        "ALERTS_CHANNEL": settings.alerts_channel})
-    with neon_client(settings) as neon:
-        checks += check_neon(neon)
-    try:
-        store = SqlStore(settings.database_url, migrate=False)
-    except Exception as error:
-        checks.append(Check("Store", False, f"cannot open: {type(error).__name__}: {error}",
-                            "Check DATABASE_URL."))
-    else:
-        checks += check_store(store.ping, lambda: current_revision(settings.database_url),
-                              head_revision())
-        store.close()
+    checks = doctor_checks(settings)
     print(render(checks))
     failed = [c.name for c in checks if not c.ok]
     print("\nAll green." if not failed else f"\nNot ready: {', '.join(failed)}.")
@@ -92,24 +75,23 @@ def doctor() -> int:
 
 
 def migrate() -> int:
-    from storage.migrate import upgrade_to_head
+    from bot.app import migrate_store
 
-    settings = load_store_settings()
-    revision = upgrade_to_head(settings.database_url)
+    revision = migrate_store(load_store_settings().database_url)
     print(f"The store's schema is up to date (revision {revision}).")
     return 0
 
 
 def audit_verify() -> int:
-    from storage import SqlStore
+    from bot.app import open_store
 
-    store = SqlStore(load_store_settings().database_url, migrate=False)
+    store = open_store(load_store_settings().database_url)
     try:
         checked, broken = store.verify()
+        head = store.head() if broken is None and checked else None
     finally:
         store.close()
     if broken is None:
-        head = store.head() if checked else None
         print(f"Audit trail intact: {checked} entries checked"
               + (f"; newest is #{head.seq}, hash {head.hash}." if head else "."))
         return 0
@@ -127,12 +109,12 @@ def _parse_since(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def audit_export(fmt: str, since: datetime | None, output: TextIO) -> int:
-    from storage import SqlStore, write_audit_export
+def audit_export(fmt: Literal["jsonl", "csv"], since: datetime | None, output: TextIO) -> int:
+    from bot.app import export_audit, open_store
 
-    store = SqlStore(load_store_settings().database_url, migrate=False)
+    store = open_store(load_store_settings().database_url)
     try:
-        count = write_audit_export(store.entries(since), fmt, output)  # type: ignore[arg-type]
+        count = export_audit(store, fmt, since, output)
     finally:
         store.close()
     print(f"Exported {count} audit entries.", file=sys.stderr)

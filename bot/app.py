@@ -6,6 +6,8 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, TextIO
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from slack_bolt import App
@@ -21,10 +23,12 @@ from bot.config import Settings
 from bot.neon import NeonClient
 from bot.scheduler import build_scheduler
 from bot.services.backups import BackupService
+from bot.services.doctor import Check, check_neon, check_slack, check_store
 from bot.web import WsgiApp, make_wsgi_app
 from handlers.backup import SlackBackupNotifier, register_backup_handlers
 from handlers.home import register_home_handlers
-from storage import SqlStore
+from storage import SqlStore, write_audit_export
+from storage.migrate import current_revision, head_revision, upgrade_to_head
 
 log = logging.getLogger("lifeguard")
 
@@ -114,3 +118,41 @@ def build(settings: Settings) -> Lifeguard:
     register_home_handlers(bolt, backups)
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
                      backups=backups, background=background)
+
+
+# --- the command line's pieces (python -m bot doctor | migrate | audit …) ---------------
+
+
+def doctor_checks(settings: Settings) -> list[Check]:
+    checks = [Check("Settings", True, "all present and well-formed"
+                    + (" (Socket Mode)" if settings.socket_mode else " (HTTP mode)"))]
+    checks += check_slack(slack_client(settings), {
+        "APPROVALS_CHANNEL": settings.approvals_channel,
+        "ALERTS_CHANNEL": settings.alerts_channel})
+    with neon_client(settings) as neon:
+        checks += check_neon(neon)
+    try:
+        store = SqlStore(settings.database_url, migrate=False)
+    except Exception as error:
+        return [*checks, Check("Store", False, f"cannot open: {type(error).__name__}: {error}",
+                               "Check DATABASE_URL.")]
+    try:
+        return checks + check_store(store.ping,
+                                    lambda: current_revision(settings.database_url),
+                                    head_revision())
+    finally:
+        store.close()
+
+
+def migrate_store(database_url: str) -> str:
+    return upgrade_to_head(database_url)
+
+
+def open_store(database_url: str) -> SqlStore:
+    """The store as it is, for reading the audit trail: no migration."""
+    return SqlStore(database_url, migrate=False)
+
+
+def export_audit(store: SqlStore, fmt: Literal["jsonl", "csv"], since: datetime | None,
+                 output: TextIO) -> int:
+    return write_audit_export(store.entries(since), fmt, output)

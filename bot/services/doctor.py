@@ -35,28 +35,35 @@ class DoctorSlack(Protocol):
     def conversations_info(self, *, channel: str) -> Any: ...
 
 
-def check_slack(slack: DoctorSlack, channels: dict[str, str]) -> list[Check]:
-    from slack_sdk.errors import SlackApiError
+def _slack_error_code(error: Exception) -> str | None:
+    """Slack's own error code (`invalid_auth`, …) when Slack answered, else None."""
+    response = getattr(error, "response", None)
+    try:
+        return str(response["error"]) if response is not None else None
+    except (KeyError, TypeError):
+        return None
 
+
+def check_slack(slack: DoctorSlack, channels: dict[str, str]) -> list[Check]:
     try:
         who = slack.auth_test()
-    except SlackApiError as error:
-        code = error.response.get("error", "unknown_error")
+    except Exception as error:
+        code = _slack_error_code(error)
+        if code is None:
+            return [Check("Slack", False, f"Could not reach Slack: {type(error).__name__}: "
+                          f"{error}", "Check SLACK_API_URL and the network.")]
         return [Check("Slack", False, f"Slack refused the bot token ({code}).",
                       "Copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & "
                       "Permissions page into SLACK_BOT_TOKEN; reinstall the app if it was "
                       "revoked.")]
-    except Exception as error:
-        return [Check("Slack", False, f"Could not reach Slack: {type(error).__name__}: {error}",
-                      "Check SLACK_API_URL and the network.")]
     checks = [Check("Slack", True, f"connected as @{who.get('user')} in {who.get('team')}")]
     for variable, channel in channels.items():
         try:
             info = slack.conversations_info(channel=channel)
             name = info.get("channel", {}).get("name", channel)
             checks.append(Check(variable, True, f"#{name} ({channel})"))
-        except SlackApiError as error:
-            code = error.response.get("error", "unknown_error")
+        except Exception as error:
+            code = _slack_error_code(error) or f"{type(error).__name__}: {error}"
             checks.append(Check(variable, False, f"{channel}: Slack says {code}.",
                                 f"Check {variable} is a channel id and invite @Lifeguard "
                                 "to that channel."))
