@@ -906,6 +906,8 @@ def test_manifest_scopes_are_known_bot_scopes(manifest: dict[str, Any]) -> None:
         "groups:write",  # incident channels (private)
         "channels:read",  # channel info
         "groups:read",  # private channel info
+        "channels:history",  # find its own status card again after a crash
+        "groups:history",  # ... in private channels too
     }
     assert set(scopes) == needed
 
@@ -930,8 +932,10 @@ def test_manifest_scopes_cover_what_the_bot_calls() -> None:
             web.conversations_setTopic(channel=channel, topic="restore")
             web.conversations_info(channel=channel)
         web.views_publish(user_id="U_ALICE", view={"type": "home", "blocks": []})
+        web.conversations_history(channel="C_APPROVALS", include_all_metadata=True)
+        web.conversations_history(channel=private, include_all_metadata=True)
         assert all(call.ok for call in scoped.calls), scoped.describe_calls()
-        # and nothing more: reading channel history was not asked for
+        # and nothing more: direct messages are never read
         with pytest.raises(SlackApiError) as excinfo:
-            web.conversations_history(channel=public)
+            web.conversations_history(channel=dm)
         assert api_error(excinfo) == "missing_scope"

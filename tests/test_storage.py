@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -27,23 +27,7 @@ from storage.db import create_engine_for, sqlalchemy_url
 from storage.migrate import head_revision
 from storage.models import metadata
 
-BACKENDS = ["sqlite", "postgresql"]
 T0 = datetime(2026, 1, 13, 14, 25, 0, 123456, tzinfo=UTC)
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'lifeguard.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[SqlStore]:
-    s = SqlStore(database_url)
-    yield s
-    s.close()
 
 
 def make_backup(n: int = 1, *, at: datetime = T0, status: BackupStatus = BackupStatus.REQUESTED,

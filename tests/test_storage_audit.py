@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,23 +24,7 @@ from bot.domain.backups import Backup, BackupStatus
 from storage import SqlStore, read_audit_export, write_audit_export
 from storage.db import create_engine_for
 
-BACKENDS = ["sqlite", "postgresql"]
 T0 = datetime(2026, 1, 13, 14, 25, tzinfo=UTC)
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'lifeguard.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[SqlStore]:
-    s = SqlStore(database_url)
-    yield s
-    s.close()
 
 
 class Attacker:

@@ -34,8 +34,8 @@ from bot.services.ports import BackupStore, DuplicateBackup
 log = logging.getLogger("lifeguard.backups")
 
 SYSTEM = "system"
-LEASE_SECONDS = 60.0
-WAIT_CHUNK_SECONDS = 20.0  # wait on Neon in chunks, renewing the lease between them
+LEASE_SECONDS = 20.0  # a crashed worker's backup is resumed by another after this
+WAIT_CHUNK_SECONDS = 5.0  # wait on Neon in chunks, renewing the lease between them
 CREATION_DEADLINE = timedelta(minutes=30)
 
 

@@ -12,7 +12,7 @@ import psycopg
 from tests.e2e.conftest import ALICE, BOB, OPS_CHANNEL
 from tests.support.bot_process import audit_entries
 from tests.support.fake_neon import FakeNeon
-from tests.support.fake_slack import FakeSlack
+from tests.support.waits import wait_for_card, wait_for_response
 
 
 def ack_text(response: httpx.Response) -> str:
@@ -24,25 +24,6 @@ def ack_text(response: httpx.Response) -> str:
 
 def backup_branches(neon: FakeNeon) -> list[dict]:
     return [b for b in neon.branches() if b["name"].startswith("backup-")]
-
-
-def wait_for_card(slack: FakeSlack, channel: str, words: str, timeout: float = 20) -> dict:
-    """The bot's status message in `channel` once its text contains `words`."""
-    def card() -> dict | None:
-        for message in slack.messages(channel):
-            if words in message.get("text", ""):
-                return message
-        return None
-    return slack.wait_for(card, timeout=timeout)
-
-
-def wait_for_response(slack: FakeSlack, url: str, words: str, timeout: float = 20) -> dict:
-    def found() -> dict | None:
-        for body in slack.responses(url):
-            if words in body.get("text", ""):
-                return body
-        return None
-    return slack.wait_for(found, timeout=timeout)
 
 
 def create_main_data(neon: FakeNeon) -> None:

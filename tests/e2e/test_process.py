@@ -11,6 +11,7 @@ import psycopg
 
 from tests.e2e.conftest import ALICE, OPS_CHANNEL
 from tests.support.bot_process import BotProcess, audit_entries, run_bot_command
+from tests.support.waits import wait_for_card
 
 REQUIRED = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "NEON_API_KEY", "NEON_PROJECT_ID",
             "APPROVALS_CHANNEL", "ALERTS_CHANNEL"]
@@ -89,8 +90,7 @@ def test_doctor_names_each_broken_part(bot_env, neon, slack):
 
 def test_audit_verify_detects_an_edited_entry(driver, bot, bot_env, slack):
     driver.command("/backup", "now first", user_id=ALICE, channel_id=OPS_CHANNEL)
-    slack.wait_for(lambda: any("is ready" in m.get("text", "")
-                               for m in slack.messages(OPS_CHANNEL)), timeout=20)
+    wait_for_card(slack, OPS_CHANNEL, "is ready")
     bot.stop()
     ok = run_bot_command(["audit", "verify"], bot_env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -112,8 +112,7 @@ def test_audit_verify_detects_an_edited_entry(driver, bot, bot_env, slack):
 
 def test_audit_export_csv_and_since(driver, bot, bot_env, slack):
     driver.command("/backup", "now", user_id=ALICE, channel_id=OPS_CHANNEL)
-    slack.wait_for(lambda: any("is ready" in m.get("text", "")
-                               for m in slack.messages(OPS_CHANNEL)), timeout=20)
+    wait_for_card(slack, OPS_CHANNEL, "is ready")
     csv_out = run_bot_command(["audit", "export", "--format", "csv"], bot_env)
     assert csv_out.returncode == 0
     header = csv_out.stdout.splitlines()[0]
