@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from bot.domain.audit import AuditEntry, AuditEvent, ChainBreak
 from bot.domain.backups import Backup, BackupStatus
+from bot.domain.requests import ChangeRequest, RequestState
 
 
 class DuplicateBackup(Exception):
@@ -52,7 +53,44 @@ class BackupStore(Protocol):
     def release_backup(self, backup_id: str, owner: str) -> None: ...
 
 
-class Store(AuditLog, BackupStore, Protocol):
+class DuplicateRequest(Exception):
+    """A change request with that id is already recorded."""
+
+
+class RequestStore(Protocol):
+    def add_request(self, request: ChangeRequest, event: AuditEvent) -> ChangeRequest:
+        """Insert the request and append the event in one transaction.
+        Raises DuplicateRequest when the id is taken."""
+        ...
+
+    def get_request(self, request_id: str) -> ChangeRequest | None: ...
+
+    def list_requests(self, states: tuple[RequestState, ...] | None = None,
+                      limit: int = 50) -> list[ChangeRequest]:
+        """Newest first."""
+        ...
+
+    def update_request(self, request_id: str, expected_version: int,
+                       event: AuditEvent | None = None, **changes: Any) -> ChangeRequest | None:
+        """Compare-and-set on `version`: apply `changes` (and append `event`) in one
+        transaction only if the stored version is still `expected_version`; the version is
+        bumped. A `state` change must be allowed by bot.domain.requests.check_transition
+        (ValueError otherwise). None when another change got there first."""
+        ...
+
+    def claim_request(self, request_id: str, owner: str,
+                      lease_seconds: float) -> ChangeRequest | None:
+        """Take the work lease, or None if another worker holds it (does not bump version)."""
+        ...
+
+    def release_request(self, request_id: str, owner: str) -> None: ...
+
+    def audit_for(self, subject: str) -> list[AuditEntry]:
+        """Every audit entry about `subject` (a request id), oldest first."""
+        ...
+
+
+class Store(AuditLog, BackupStore, RequestStore, Protocol):
     def ping(self) -> None:
         """Raise if the store does not answer."""
         ...
