@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Literal, TextIO
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -24,9 +25,13 @@ from bot.neon import NeonClient
 from bot.scheduler import build_scheduler
 from bot.services.backups import BackupService
 from bot.services.doctor import Check, check_neon, check_slack, check_store
+from bot.services.restores import RestoreService
+from bot.services.verification import verify_branch
 from bot.web import WsgiApp, make_wsgi_app
 from handlers.backup import SlackBackupNotifier, register_backup_handlers
+from handlers.directory import SlackDirectory
 from handlers.home import register_home_handlers
+from handlers.restore import SlackRequestNotifier, register_restore_handlers
 from storage import SqlStore, write_audit_export
 from storage.migrate import current_revision, head_revision, upgrade_to_head
 
@@ -59,6 +64,7 @@ class Lifeguard:
     slack: WebClient
     bolt: App
     backups: BackupService
+    restores: RestoreService
     background: Background
     scheduler: BackgroundScheduler = field(init=False)
 
@@ -68,7 +74,12 @@ class Lifeguard:
             housekeeping=self.backups.mark_expired)
 
     def reconcile(self) -> None:
-        """Hand every unfinished piece of work to a worker; leases keep it to one at a time."""
+        """Expire what waited too long, and hand every unfinished piece of work to a
+        worker; leases keep each to one worker at a time."""
+        self.restores.expire_due()
+        for request in self.restores.runnable():
+            self.background.run(lambda r=request: self.restores.advance(r.id),
+                                f"reconcile request {request.id}")
         for backup in self.backups.unfinished():
             self.background.run(lambda b=backup: self.backups.advance(b.id),
                                 f"reconcile backup {backup.branch_name}")
@@ -111,13 +122,23 @@ def build(settings: Settings) -> Lifeguard:
         process_before_response=False,
     )
     background = Background(settings.worker_threads)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
     backups = BackupService(store, neon, SlackBackupNotifier(client),
-                            retention=settings.backup_retention,
-                            worker_id=f"{socket.gethostname()}:{os.getpid()}")
+                            retention=settings.backup_retention, worker_id=worker_id)
+    directory = SlackDirectory(client, settings.approvers)
+    restores = RestoreService(
+        store, neon, directory,
+        SlackRequestNotifier(client, directory, settings.approvals_channel),
+        partial(verify_branch, custom_checks=settings.verify_checks,
+                exact_row_limit=settings.verify_exact_row_limit),
+        project_id=settings.neon_project_id, required_approvals=settings.required_approvals,
+        approval_ttl=settings.approval_ttl, approvers_configured=bool(settings.approvers),
+        worker_id=worker_id)
     register_backup_handlers(bolt, backups, background.run)
+    register_restore_handlers(bolt, restores, background.run, settings.approvals_channel)
     register_home_handlers(bolt, backups)
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
-                     backups=backups, background=background)
+                     backups=backups, restores=restores, background=background)
 
 
 # --- the command line's pieces (python -m bot doctor | migrate | audit …) ---------------

@@ -42,6 +42,9 @@ DESCRIPTIONS: dict[str, str] = {
     "PORT": "the HTTP port, 1 to 65535",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "WORKER_THREADS": "how many background jobs may run at once, a whole number from 1",
+    "VERIFY_CHECKS": 'a JSON object of named SQL checks run on restored branches, such as '
+                     '{"orders have customers": "SELECT NOT EXISTS (…)"}',
+    "VERIFY_EXACT_ROW_LIMIT": "tables estimated above this many rows are not counted exactly",
 }
 
 def _check_database_url(value: str) -> str:
@@ -80,6 +83,8 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: str = "INFO"
     worker_threads: int = Field(default=8, ge=1)
+    verify_checks: dict[str, str] = Field(default_factory=dict)
+    verify_exact_row_limit: int = Field(default=1_000_000, ge=0)
 
     @property
     def socket_mode(self) -> bool:

@@ -22,16 +22,16 @@ from bot.domain.backups import (
     parse_backup_command,
 )
 from bot.domain.errors import InvalidInput, LifeguardError
-from bot.services.backups import BackupService, MessageRef
+from bot.services.backups import BackupService
+from bot.services.ports import MessageRef
 from handlers import blocks
+from handlers.cards import CANNOT_POST_HERE, show_card
 
 log = logging.getLogger("lifeguard.handlers.backup")
 
 RunLater = Callable[[Callable[[], object], str], object]
 STORE_DOWN = ("Lifeguard could not record the request: its own store did not answer. "
               "Nothing was started; try again in a minute.")
-# Slack errors that mean "the bot cannot post in that channel": fall back to response_url.
-CANNOT_POST_HERE = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
 
 
 def register_backup_handlers(app: App, backups: BackupService, run_later: RunLater) -> None:
@@ -112,59 +112,23 @@ class SlackBackupNotifier:
             self._respond(backup, blocks.backup_not_started(backup))
             return None
         card = blocks.backup_card(backup)
-        if backup.message_ts and backup.channel_id:
-            self.client.chat_update(channel=backup.channel_id, ts=backup.message_ts, **card)
-            return None
         if backup.status in (BackupStatus.DELETING, BackupStatus.DELETED) \
-                or not backup.channel_id:
+                and not backup.message_ts:
             return None  # deletion is answered to whoever confirmed it
-        # A crash between posting the card and storing its ts must not make a second card:
-        # look for the one already posted, by its metadata, before posting.
-        posted_before = find_status_card(self.client, backup.channel_id, backup.id,
-                                         backup.created_at)
-        if posted_before is not None:
-            self.client.chat_update(channel=backup.channel_id, ts=posted_before, **card)
-            return MessageRef(channel_id=backup.channel_id, ts=posted_before)
+        if not backup.channel_id:
+            return None
         try:
-            posted = self.client.chat_postMessage(channel=backup.channel_id,
-                                                  metadata=status_card_metadata(backup.id),
-                                                  **card)
+            return show_card(self.client, backup.channel_id, backup.message_ts, backup.id,
+                             backup.created_at, card)
         except SlackApiError as error:
             if error.response.get("error") not in CANNOT_POST_HERE:
                 raise
             self._respond(backup, {**card, "response_type": "ephemeral",
                                    "replace_original": True})
             return None
-        return MessageRef(channel_id=str(posted["channel"]), ts=str(posted["ts"]))
 
     @staticmethod
     def _respond(backup: Backup, message: dict[str, Any]) -> None:
         if backup.response_url:
             WebhookClient(backup.response_url).send_dict(message)
 
-
-STATUS_CARD_EVENT = "lifeguard_status_card"
-
-
-def status_card_metadata(work_id: str) -> dict[str, Any]:
-    return {"event_type": STATUS_CARD_EVENT, "event_payload": {"id": work_id}}
-
-
-def find_status_card(client: WebClient, channel_id: str, work_id: str,
-                     since: datetime) -> str | None:
-    """The ts of the status card already posted for `work_id`, if any. None when there is
-    none or the history cannot be read (then a new card is posted: better two than none)."""
-    try:
-        history = client.conversations_history(
-            channel=channel_id, oldest=f"{since.timestamp() - 60:.6f}",
-            include_all_metadata=True, limit=200)
-    except SlackApiError as error:
-        log.info("cannot look for an earlier status card in %s: %s", channel_id,
-                 error.response.get("error"))
-        return None
-    for message in history.get("messages", []):
-        metadata = message.get("metadata") or {}
-        if (metadata.get("event_type") == STATUS_CARD_EVENT
-                and (metadata.get("event_payload") or {}).get("id") == work_id):
-            return str(message["ts"])
-    return None

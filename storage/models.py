@@ -78,6 +78,7 @@ class AuditEntryRow(SQLModel, table=True):
         UniqueConstraint("prev_hash", name="uq_audit_entries_prev_hash"),
         UniqueConstraint("hash", name="uq_audit_entries_hash"),
         Index("ix_audit_entries_created_at", "created_at"),
+        Index("ix_audit_entries_subject", "subject"),
     )
 
     seq: int = Field(sa_column=Column("seq", _seq_type(), primary_key=True,
@@ -127,6 +128,70 @@ class BackupRow(SQLModel, table=True):
                                          sa_column=Column("lease_until", UTCDateTime()))
 
 
+class ChangeRequestRow(SQLModel, table=True):
+    """A change request (bot.domain.requests.ChangeRequest), its plan flattened into
+    columns, plus the work lease of the worker moving it forward.
+
+    `version` is the compare-and-set token: every change bumps it (leases do not).
+    `approvals` is JSON text, a list of {"user_id", "at" (RFC 3339, UTC)} in the order
+    given; `operation_ids`, `verification` and `extra` are JSON text too.
+    """
+
+    __tablename__ = "change_requests"
+    __table_args__ = (
+        Index("ix_change_requests_state", "state"),
+        Index("ix_change_requests_created_at", "created_at"),
+    )
+
+    id: str = Field(sa_column=Column("id", String(), primary_key=True))
+    version: int = Field(sa_column=Column("version", Integer(), nullable=False))
+    state: str = Field(sa_column=Column("state", String(), nullable=False))
+    action: str = Field(sa_column=Column("action", String(), nullable=False))
+    project_id: str = Field(sa_column=Column("project_id", String(), nullable=False))
+    requester: str = Field(sa_column=Column("requester", String(), nullable=False))
+    source_branch_id: str = Field(sa_column=Column("source_branch_id", String(),
+                                                   nullable=False))
+    source_branch_name: str = Field(sa_column=Column("source_branch_name", String(),
+                                                     nullable=False))
+    target_branch_name: str = Field(sa_column=Column("target_branch_name", String(),
+                                                     nullable=False))
+    target_branch_id: str | None = Field(default=None,
+                                         sa_column=Column("target_branch_id", String()))
+    instant: datetime | None = Field(default=None, sa_column=Column("instant", UTCDateTime()))
+    preserve_under_name: str | None = Field(
+        default=None, sa_column=Column("preserve_under_name", String()))
+    plan_hash: str = Field(sa_column=Column("plan_hash", String(HASH_LENGTH), nullable=False))
+    reason: str = Field(sa_column=Column("reason", Text(), nullable=False))
+    required_approvals: int = Field(sa_column=Column("required_approvals", Integer(),
+                                                     nullable=False))
+    created_at: datetime = Field(sa_column=Column("created_at", UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column("expires_at", UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column("updated_at", UTCDateTime(), nullable=False))
+    approvals: str = Field(default="[]", sa_column=Column("approvals", Text(),
+                                                          nullable=False))  # JSON list
+    decided_by: str | None = Field(default=None, sa_column=Column("decided_by", String()))
+    step: str | None = Field(default=None, sa_column=Column("step", String()))
+    branch_id: str | None = Field(default=None, sa_column=Column("branch_id", String()))
+    operation_ids: str = Field(default="[]", sa_column=Column("operation_ids", Text(),
+                                                              nullable=False))  # JSON list
+    error: str | None = Field(default=None, sa_column=Column("error", Text()))
+    verification: str | None = Field(default=None,
+                                     sa_column=Column("verification", Text()))  # JSON object
+    card_channel: str | None = Field(default=None, sa_column=Column("card_channel", String()))
+    card_ts: str | None = Field(default=None, sa_column=Column("card_ts", String()))
+    requester_channel: str | None = Field(default=None,
+                                          sa_column=Column("requester_channel", String()))
+    response_url: str | None = Field(default=None, sa_column=Column("response_url", Text()))
+    finished_at: datetime | None = Field(default=None,
+                                         sa_column=Column("finished_at", UTCDateTime()))
+    extra: str = Field(default="{}", sa_column=Column("extra", Text(),
+                                                      nullable=False))  # JSON object
+    lease_owner: str | None = Field(default=None, sa_column=Column("lease_owner", String()))
+    lease_until: datetime | None = Field(default=None,
+                                         sa_column=Column("lease_until", UTCDateTime()))
+
+
 audit_entries = AuditEntryRow.__table__  # type: ignore[attr-defined]
 backups = BackupRow.__table__  # type: ignore[attr-defined]
+change_requests = ChangeRequestRow.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

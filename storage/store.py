@@ -26,6 +26,17 @@ serialised path, so the record and its audit entry are both written or neither i
 `update_backup` is a compare-and-set on the status; `claim_backup` takes a time-limited
 work lease. Lock order is always "backup row, then audit lock", so they cannot deadlock.
 
+Change requests
+---------------
+Restores and promotions (bot.domain.requests.ChangeRequest), their plan flattened into
+columns. `update_request` is a compare-and-set on `version`, which every change bumps:
+`UPDATE … SET …, version = version + 1 WHERE id = ? AND version = ?`. A change of
+`state` is first checked against the state machine (`check_transition`) on the row read
+in the same transaction; a stale version wins over an illegal transition (None, not
+ValueError), since the caller's view is out of date either way. `claim_request` takes
+the same kind of work lease as `claim_backup` and, like `release_request`, leaves the
+version alone. The lock order is the same: request row, then audit lock.
+
 Transient errors (SQLite "database is locked", PostgreSQL serialization failures and
 deadlocks, a connection lost before COMMIT was sent) are retried a few times with backoff;
 a connection lost during COMMIT is not retried, since the commit may have happened.
@@ -39,14 +50,14 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 import psycopg.errors
-from sqlalchemy import Engine, Row, and_, insert, or_, select, text, update
+from sqlalchemy import Engine, Row, Table, and_, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -59,10 +70,19 @@ from bot.domain.audit import (
     find_chain_break,
 )
 from bot.domain.backups import Backup, BackupStatus
-from bot.services.ports import DuplicateBackup
+from bot.domain.requests import (
+    Approval,
+    ChangeRequest,
+    Plan,
+    RequestAction,
+    RequestState,
+    Step,
+    check_transition,
+)
+from bot.services.ports import DuplicateBackup, DuplicateRequest
 from storage.db import create_engine_for, is_postgresql, write_connection
 from storage.migrate import upgrade_engine
-from storage.models import audit_entries, backups
+from storage.models import audit_entries, backups, change_requests
 
 T = TypeVar("T")
 
@@ -73,6 +93,12 @@ RETRY_BASE_DELAY_SECONDS = 0.05
 _BACKUP_FIELDS = tuple(f.name for f in fields(Backup))
 _UPDATABLE_FIELDS = frozenset(_BACKUP_FIELDS) - {"id"}
 _TIMESTAMP_FIELDS = frozenset({"created_at", "expires_at", "updated_at"})
+
+_PLAN_FIELDS = tuple(f.name for f in fields(Plan))
+_REQUEST_FIELDS = tuple(f.name for f in fields(ChangeRequest))
+_REQUEST_UPDATABLE_FIELDS = frozenset(_REQUEST_FIELDS) - {"id", "plan", "plan_hash", "version"}
+_REQUEST_TIMESTAMP_FIELDS = frozenset({"created_at", "expires_at", "updated_at"})
+_REQUEST_OPTIONAL_TIMESTAMP_FIELDS = frozenset({"finished_at", "instant"})
 
 
 def utcnow() -> datetime:
@@ -334,48 +360,181 @@ class SqlStore:
         """Take (or extend, for the same owner) the work lease until now + lease_seconds.
         None when another owner's lease has not expired, or there is no such backup.
         Leases use this process's clock: keep replicas' clocks in sync (NTP)."""
+        return self._claim(backups, backup_id, owner, lease_seconds, _one_backup)
+
+    def release_backup(self, backup_id: str, owner: str) -> None:
+        """Give up the lease if `owner` holds it; otherwise do nothing."""
+        self._release(backups, backup_id, owner)
+
+    def lease_of(self, backup_id: str) -> tuple[str, datetime] | None:
+        """(owner, until) of the backup's current lease, expired or not; None if none."""
+        return self._lease_of(backups, backup_id)
+
+    # --- work leases (backups and change requests) -----------------------------------
+
+    def _claim(self, table: Table, row_id: str, owner: str, lease_seconds: float,
+               read: Callable[[Connection, str], T]) -> T | None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
 
-        def work(conn: Connection) -> Backup | None:
+        def work(conn: Connection) -> T | None:
             now = self._now()
             result = conn.execute(
-                update(backups)
+                update(table)
                 .where(and_(
-                    backups.c.id == backup_id,
-                    or_(backups.c.lease_until.is_(None), backups.c.lease_until < now,
-                        backups.c.lease_owner == owner),
+                    table.c.id == row_id,
+                    or_(table.c.lease_until.is_(None), table.c.lease_until < now,
+                        table.c.lease_owner == owner),
                 ))
                 .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
             )
             if result.rowcount != 1:
                 return None
-            return _one_backup(conn, backup_id)
+            return read(conn, row_id)
 
         return self._transaction(work, write=True)
 
-    def release_backup(self, backup_id: str, owner: str) -> None:
-        """Give up the lease if `owner` holds it; otherwise do nothing."""
+    def _release(self, table: Table, row_id: str, owner: str) -> None:
         self._transaction(
             lambda conn: conn.execute(
-                update(backups)
-                .where(and_(backups.c.id == backup_id, backups.c.lease_owner == owner))
+                update(table)
+                .where(and_(table.c.id == row_id, table.c.lease_owner == owner))
                 .values(lease_owner=None, lease_until=None)
             ),
             write=True,
         )
 
-    def lease_of(self, backup_id: str) -> tuple[str, datetime] | None:
-        """(owner, until) of the backup's current lease, expired or not; None if none."""
+    def _lease_of(self, table: Table, row_id: str) -> tuple[str, datetime] | None:
         row = self._transaction(
             lambda conn: conn.execute(
-                select(backups.c.lease_owner, backups.c.lease_until)
-                .where(backups.c.id == backup_id)).first(),
+                select(table.c.lease_owner, table.c.lease_until)
+                .where(table.c.id == row_id)).first(),
             write=False,
         )
         if row is None or row.lease_owner is None or row.lease_until is None:
             return None
         return row.lease_owner, row.lease_until
+
+    # --- change requests -------------------------------------------------------------
+
+    def add_request(self, request: ChangeRequest, event: AuditEvent) -> ChangeRequest:
+        """Insert the request and append `event` in one transaction. Raises
+        DuplicateRequest (and records nothing) when the id is taken."""
+        if not isinstance(request, ChangeRequest):
+            raise TypeError(f"expected a ChangeRequest, got {type(request).__name__}")
+        values = _request_values(request)
+        values["id"] = request.id
+        details = _details_text(event)
+
+        def work(conn: Connection) -> ChangeRequest:
+            conn.execute(insert(change_requests).values(**values))
+            self._append_in(conn, event, details)
+            return _one_request(conn, request.id)
+
+        try:
+            return self._transaction(work, write=True)
+        except IntegrityError as exc:
+            if self.get_request(request.id) is not None:
+                raise DuplicateRequest(
+                    f"a change request {request.id} is already recorded") from exc
+            raise
+
+    def get_request(self, request_id: str) -> ChangeRequest | None:
+        row = self._transaction(
+            lambda conn: conn.execute(
+                select(change_requests).where(change_requests.c.id == request_id)).first(),
+            write=False,
+        )
+        return None if row is None else _request(row)
+
+    def list_requests(self, states: tuple[RequestState, ...] | None = None,
+                      limit: int = 50) -> list[ChangeRequest]:
+        """At most `limit` requests (in `states`, if given), newest first (by created_at,
+        then id, both descending)."""
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError("limit must be an int")
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = select(change_requests)
+        if states is not None:
+            if not states:
+                return []
+            query = query.where(change_requests.c.state.in_(
+                [RequestState(s).value for s in states]))
+        query = query.order_by(change_requests.c.created_at.desc(),
+                               change_requests.c.id.desc()).limit(limit)
+        rows = self._transaction(lambda conn: conn.execute(query).all(), write=False)
+        return [_request(row) for row in rows]
+
+    def update_request(self, request_id: str, expected_version: int,
+                       event: AuditEvent | None = None, **changes: Any) -> ChangeRequest | None:
+        """Compare-and-set on the version: `UPDATE … SET …, version = version + 1,
+        updated_at = now WHERE id = ? AND version = ?`, and `event` appended in the same
+        transaction. None (nothing written, no event appended) when the version had moved
+        on or there is no such request. `updated_at` is now unless given.
+
+        Any ChangeRequest field but id, plan, plan_hash and version may be changed
+        (TypeError otherwise, or for a value of the wrong type; ValueError for a naive
+        datetime or data JSON cannot hold). A `state` change must be allowed by
+        `check_transition` from the state stored at `expected_version` (ValueError, and
+        nothing written, otherwise; staying in the same state is not a transition)."""
+        unknown = set(changes) - _REQUEST_UPDATABLE_FIELDS
+        if unknown:
+            raise TypeError(
+                f"ChangeRequest has no updatable field(s) {', '.join(sorted(unknown))}")
+        if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+            raise TypeError("expected_version must be an int")
+        values = _request_values(changes)
+        new_state = RequestState(changes["state"]) if "state" in changes else None
+        details = None if event is None else _details_text(event)
+        table = change_requests
+
+        def work(conn: Connection) -> ChangeRequest | None:
+            if new_state is not None:
+                current = conn.execute(
+                    select(table.c.state, table.c.version).where(table.c.id == request_id)
+                ).first()
+                if current is None or current.version != expected_version:
+                    return None  # stale: the caller must read again whatever it wants
+                check_transition(RequestState(current.state), new_state)
+            stamped = {"updated_at": self._now(), **values}
+            result = conn.execute(
+                update(table)
+                .where(and_(table.c.id == request_id, table.c.version == expected_version))
+                .values(**stamped, version=table.c.version + 1)
+            )
+            if result.rowcount != 1:
+                return None
+            if event is not None and details is not None:
+                self._append_in(conn, event, details)
+            return _one_request(conn, request_id)
+
+        return self._transaction(work, write=True)
+
+    def claim_request(self, request_id: str, owner: str,
+                      lease_seconds: float) -> ChangeRequest | None:
+        """Take (or extend, for the same owner) the work lease until now + lease_seconds.
+        None when another owner's lease has not expired, or there is no such request.
+        The version is not bumped: a lease is not a change of the request."""
+        return self._claim(change_requests, request_id, owner, lease_seconds, _one_request)
+
+    def release_request(self, request_id: str, owner: str) -> None:
+        """Give up the lease if `owner` holds it; otherwise do nothing."""
+        self._release(change_requests, request_id, owner)
+
+    def lease_of_request(self, request_id: str) -> tuple[str, datetime] | None:
+        """(owner, until) of the request's current lease, expired or not; None if none."""
+        return self._lease_of(change_requests, request_id)
+
+    def audit_for(self, subject: str) -> list[AuditEntry]:
+        """Every audit entry whose subject is `subject` (a request id), oldest first."""
+        rows = self._transaction(
+            lambda conn: conn.execute(
+                select(audit_entries).where(audit_entries.c.subject == subject)
+                .order_by(audit_entries.c.seq)).all(),
+            write=False,
+        )
+        return [_entry(row) for row in rows]
 
 
 # --- conversions -----------------------------------------------------------------------
@@ -438,6 +597,112 @@ def _backup(row: Row[Any]) -> Backup:
 
 def _one_backup(conn: Connection, backup_id: str) -> Backup:
     return _backup(conn.execute(select(backups).where(backups.c.id == backup_id)).one())
+
+
+def _aware(name: str, value: object, *, nullable: bool = False) -> datetime | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
+    return value
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _approvals_text(value: object) -> str:
+    if isinstance(value, str | Mapping | Approval) or not isinstance(value, Iterable):
+        raise TypeError("approvals must be a sequence of Approval")
+    items = []
+    for approval in value:
+        if not isinstance(approval, Approval):
+            raise TypeError(f"approvals must be Approval, got {type(approval).__name__}")
+        if not isinstance(approval.user_id, str):
+            raise TypeError("an approval's user_id must be a string")
+        _aware("an approval's time", approval.at)
+        items.append({"user_id": approval.user_id, "at": _rfc3339(approval.at)})
+    return json.dumps(items, ensure_ascii=False)
+
+
+def _approvals(text_value: str) -> tuple[Approval, ...]:
+    return tuple(Approval(user_id=item["user_id"],
+                          at=datetime.fromisoformat(item["at"]).astimezone(UTC))
+                 for item in json.loads(text_value))
+
+
+def _json_object_text(name: str, value: object, *, nullable: bool = False) -> str | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping")
+    try:
+        return json.dumps(dict(value), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be plain JSON data: {exc}") from exc
+
+
+def _request_values(source: ChangeRequest | Mapping[str, Any]) -> dict[str, Any]:
+    """Column values for the given ChangeRequest fields (all of them, the plan's
+    flattened, for a ChangeRequest)."""
+    if isinstance(source, ChangeRequest):
+        if not isinstance(source.plan, Plan):
+            raise TypeError("a request's plan must be a Plan")
+        items = {name: getattr(source, name) for name in _REQUEST_FIELDS
+                 if name not in ("id", "plan")}
+        items.update({name: getattr(source.plan, name) for name in _PLAN_FIELDS})
+    else:
+        items = dict(source)
+    values: dict[str, Any] = {}
+    for name, value in items.items():
+        if name == "state":
+            value = RequestState(value).value
+        elif name == "action":
+            value = RequestAction(value).value
+        elif name == "step":
+            value = None if value is None else Step(value).value
+        elif name == "approvals":
+            value = _approvals_text(value)
+        elif name == "operation_ids":
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError("operation_ids must be a sequence of strings")
+            value = json.dumps(list(value))
+        elif name == "verification":
+            value = _json_object_text(name, value, nullable=True)
+        elif name == "extra":
+            value = _json_object_text(name, value)
+        elif name in ("version", "required_approvals"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int")
+        elif name in _REQUEST_TIMESTAMP_FIELDS:
+            _aware(name, value)
+        elif name in _REQUEST_OPTIONAL_TIMESTAMP_FIELDS:
+            _aware(name, value, nullable=True)
+        values[name] = value
+    return values
+
+
+def _request(row: Row[Any]) -> ChangeRequest:
+    data = row._mapping
+    plan_kwargs: dict[str, Any] = {name: data[name] for name in _PLAN_FIELDS}
+    plan_kwargs["action"] = RequestAction(data["action"])
+    kwargs: dict[str, Any] = {name: data[name] for name in _REQUEST_FIELDS if name != "plan"}
+    kwargs["plan"] = Plan(**plan_kwargs)
+    kwargs["state"] = RequestState(data["state"])
+    kwargs["step"] = None if data["step"] is None else Step(data["step"])
+    kwargs["approvals"] = _approvals(data["approvals"])
+    kwargs["operation_ids"] = tuple(json.loads(data["operation_ids"]))
+    kwargs["verification"] = (None if data["verification"] is None
+                              else json.loads(data["verification"]))
+    kwargs["extra"] = json.loads(data["extra"])
+    return ChangeRequest(**kwargs)
+
+
+def _one_request(conn: Connection, request_id: str) -> ChangeRequest:
+    return _request(conn.execute(
+        select(change_requests).where(change_requests.c.id == request_id)).one())
 
 
 def _is_transient(exc: DBAPIError, committing: bool) -> bool:

@@ -633,7 +633,7 @@ def test_wait_for_operations_polls_until_finished() -> None:
                        datetime.now(UTC)), "op-2"]
     done = client.wait_for_operations(given)
     assert [(op.id, op.status) for op in done] == [("op-1", "finished"), ("op-2", "skipped")]
-    assert sleep.calls == [0.25, 0.25]
+    assert sleep.calls == [0.1, 0.2]  # quick first polls, doubling up to poll_interval
     assert len(recorder.requests) == 5  # op-1 three times, op-2 twice
 
 
@@ -665,8 +665,9 @@ def test_wait_for_operations_times_out() -> None:
                                    poll_interval=1.0, operation_timeout=300.0)
     with pytest.raises(NeonOperationTimeout, match=r"op-1 \(running\)"):
         client.wait_for_operations(["op-1"], timeout=5.0)
-    assert sum(sleep.calls) == pytest.approx(5.0)
-    assert len(recorder.requests) == 6
+    # quick polls (0.1 s doubling, at most 0.5 s) for the first 10 s, then poll_interval
+    assert sleep.calls == pytest.approx([0.1, 0.2, 0.4] + [0.5] * 8 + [0.3])
+    assert len(recorder.requests) == 13  # a poll before each sleep and one after the last
     sleep.calls.clear()
     with pytest.raises(NeonOperationTimeout, match="after 300s"):
         client.wait_for_operations(["op-1"])
@@ -683,7 +684,7 @@ def test_wait_for_branch_ready() -> None:
 
     client, _, sleep = make(handler, poll_interval=0.5)
     assert client.wait_for_branch_ready("br-a-1").current_state == "ready"
-    assert sleep.calls == [0.5, 0.5]
+    assert sleep.calls == [0.1, 0.2]
     states[:] = ["resetting"]
     with pytest.raises(NeonOperationTimeout, match="still resetting"):
         client.wait_for_branch_ready("br-a-1", timeout=2)

@@ -405,6 +405,11 @@ SCENARIOS: dict[str, Scenario] = {
         "connection_uri",
         lambda c, a: c.connection_uri("br-aged-salad-637688", "neondb", "casey"),
         frozenset({"getConnectionURI"})),
+    "connection_uri[endpoint]": Scenario(
+        "connection_uri",
+        lambda c, a: c.connection_uri("br-aged-salad-637688", "neondb", "casey",
+                                      endpoint_id="ep-cool-darkness-123456"),
+        frozenset({"getConnectionURI"})),
     "connection_uri[pooled]": Scenario(
         "connection_uri",
         lambda c, a: c.connection_uri("br-aged-salad-637688", "neondb", "casey", pooled=True),

@@ -71,6 +71,9 @@ from bot.neon.models import (
 
 DEFAULT_BASE_URL = "https://console.neon.tech/api/v2"
 MAX_RETRY_AFTER = 60.0
+FIRST_POLL_SECONDS = 0.1
+QUICK_POLL_CEILING = 0.5
+QUICK_POLL_SECONDS = 10.0
 """Longest wait, in seconds, that a `Retry-After` header can impose between two sends."""
 
 RETRY_ALWAYS_STATUSES = frozenset({423, 429, 503})
@@ -558,9 +561,11 @@ class NeonClient:
         return self._branch_change(call, self._json(call, self._send(call)))
 
     def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch:
-        """Poll the branch every `poll_interval` until its current_state is `ready`."""
+        """Poll the branch (quickly at first, then every `poll_interval`) until its
+        current_state is `ready`."""
         limit = self.operation_timeout if timeout is None else timeout
         started, slept = time.monotonic(), self._slept
+        delays = self._poll_delays()
         while True:
             branch = self.get_branch(branch_id)
             if branch.current_state == "ready":
@@ -570,7 +575,7 @@ class NeonClient:
                 raise NeonOperationTimeout(
                     f"Branch {branch.name} ({branch.id}) is still {branch.current_state} after "
                     f"{limit:g}s; Neon may still be working on it.")
-            self._sleep(min(self.poll_interval, remaining))
+            self._sleep(min(next(delays), remaining))
 
     # ------------------------------------------------------------------ databases, roles
 
@@ -621,10 +626,13 @@ class NeonClient:
             )
 
     def connection_uri(self, branch_id: str, database_name: str, role_name: str,
-                       pooled: bool = False) -> str:
-        """A postgresql:// URI with the password in it. A secret: never log it."""
+                       pooled: bool = False, endpoint_id: str | None = None) -> str:
+        """A postgresql:// URI with the password in it. A secret: never log it.
+        `endpoint_id` picks a compute; without it Neon uses the branch's read-write one."""
         params = {"branch_id": branch_id, "database_name": database_name,
                   "role_name": role_name, "pooled": "true" if pooled else "false"}
+        if endpoint_id is not None:
+            params["endpoint_id"] = endpoint_id
         call = self._get(self._project_path("connection_uri"),
                          f"give a connection URI for database {database_name} on branch "
                          f"{branch_id}", f"database {database_name} or role {role_name} on "
@@ -689,6 +697,7 @@ class NeonClient:
                 state.setdefault(op_id, None)
         limit = self.operation_timeout if timeout is None else timeout
         started, slept = time.monotonic(), self._slept
+        delays = self._poll_delays()
         while True:
             for op_id in order:
                 current = state[op_id]
@@ -707,7 +716,18 @@ class NeonClient:
                 raise NeonOperationTimeout(
                     f"Neon operations still unfinished after {limit:g}s: {running}. They may "
                     "still complete; check again later.")
-            self._sleep(min(self.poll_interval, remaining))
+            self._sleep(min(next(delays), remaining))
+
+    def _poll_delays(self) -> Iterator[float]:
+        """Most operations take a second or two: poll quickly at first (0.1 s, doubling to
+        at most 0.5 s) for QUICK_POLL_SECONDS, so a finished operation is noticed within a
+        fraction of a second, then every `poll_interval` (about once a second, as Neon asks)."""
+        delay, waited = min(FIRST_POLL_SECONDS, self.poll_interval), 0.0
+        while True:
+            yield delay
+            waited += delay
+            ceiling = QUICK_POLL_CEILING if waited < QUICK_POLL_SECONDS else self.poll_interval
+            delay = min(delay * 2, ceiling, self.poll_interval)
 
     # ------------------------------------------------------------------ internals
 

@@ -29,7 +29,7 @@ from bot.domain.errors import Conflict, ExternalServiceError, NotAllowed, NotFou
 from bot.neon.errors import NeonError, NeonNotFound, NeonOperationTimeout
 from bot.neon.models import Branch, BranchChange, Operation
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import BackupStore, DuplicateBackup
+from bot.services.ports import BackupStore, DuplicateBackup, MessageRef
 
 log = logging.getLogger("lifeguard.backups")
 
@@ -54,12 +54,6 @@ class BackupNeon(Protocol):
     def wait_for_operations(self, operations: Any, *,
                             timeout: float | None = None) -> list[Operation]: ...
     def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
-
-
-@dataclass(frozen=True)
-class MessageRef:
-    channel_id: str
-    ts: str
 
 
 class BackupNotifier(Protocol):

@@ -4,12 +4,21 @@ them; tests may pass in-process fakes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from bot.domain.audit import AuditEntry, AuditEvent, ChainBreak
 from bot.domain.backups import Backup, BackupStatus
 from bot.domain.requests import ChangeRequest, RequestState
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """Where a status card was posted, so later changes update that same message."""
+
+    channel_id: str
+    ts: str
 
 
 class DuplicateBackup(Exception):

@@ -16,6 +16,9 @@ from tests.support.slack_driver import SlackDriver
 
 ALICE = "U0ALICE"  # asks for things
 BOB = "U0BOB"  # approves and confirms
+CAROL = "U0CAROL"  # approves too
+MALLORY = "U0MALLORY"  # not an approver
+APPROVERS = f"{BOB},{CAROL}"
 OPS_CHANNEL = "C0OPS"
 
 
@@ -49,6 +52,8 @@ def slack(fake_slack_server: FakeSlack) -> FakeSlack:
     fake_slack_server.reset()
     fake_slack_server.add_user(ALICE, name="alice", tz="Europe/Berlin", tz_offset=3600)
     fake_slack_server.add_user(BOB, name="bob", tz="America/New_York", tz_offset=-18000)
+    fake_slack_server.add_user(CAROL, name="carol", tz="Asia/Kolkata")
+    fake_slack_server.add_user(MALLORY, name="mallory", tz="UTC")
     return fake_slack_server
 
 
@@ -56,7 +61,8 @@ def slack(fake_slack_server: FakeSlack) -> FakeSlack:
 def bot_env(neon: FakeNeon, slack: FakeSlack, tmp_path: Path) -> dict[str, str]:
     return bot_environment(
         slack_api_url=slack.api_url, neon_api_url=neon.url, neon_api_key=neon.api_key,
-        neon_project_id=neon.project_id, database_url=f"sqlite:///{tmp_path / 'lifeguard.db'}")
+        neon_project_id=neon.project_id, database_url=f"sqlite:///{tmp_path / 'lifeguard.db'}",
+        APPROVERS=APPROVERS)
 
 
 @pytest.fixture

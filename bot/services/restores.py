@@ -1,0 +1,527 @@
+"""Restores and promotions as change requests: asked, approved by a second person, then
+run step by step by whichever worker holds the request's lease.
+
+Every decision is a compare-and-set on the request's version with its audit entry in the
+same transaction, so a double click, a Slack retry or two replicas decide once. Every
+step is stored before it is done and is idempotent (a create looks for its branch by name
+first; a promotion looks for its preserved branch), so a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Protocol
+
+from bot.domain import requests as rules
+from bot.domain.audit import AuditEntry, AuditEvent
+from bot.domain.errors import Conflict, ExternalServiceError, NotAllowed, NotFound
+from bot.domain.instants import check_restore_window, describe_instant, parse_when
+from bot.domain.requests import (
+    ChangeRequest,
+    Plan,
+    RequestAction,
+    RequestState,
+    Step,
+)
+from bot.domain.restores import (
+    check_promotable,
+    check_restorable_source,
+    new_request_id,
+    preserve_branch_name,
+    restore_branch_name,
+)
+from bot.neon.errors import NeonError, NeonOperationTimeout
+from bot.neon.models import Branch, BranchChange, Database, Endpoint, Operation, Project
+from bot.services.neon_errors import explain_neon_error
+from bot.services.ports import AuditLog, DuplicateRequest, MessageRef, RequestStore
+from bot.services.verification import VerificationReport
+
+log = logging.getLogger("lifeguard.restores")
+
+SYSTEM = "system"
+LEASE_SECONDS = 20.0
+WAIT_CHUNK_SECONDS = 5.0
+RUN_DEADLINE = timedelta(minutes=30)
+
+
+class RestoreNeon(Protocol):
+    """The part of the Neon client restores use."""
+
+    def get_project(self) -> Project: ...
+    def default_branch(self) -> Branch: ...
+    def get_branch(self, branch_id: str) -> Branch: ...
+    def find_branch_by_name(self, name: str) -> Branch | None: ...
+    def create_branch(self, name: str, *, parent_id: str | None = None,
+                      parent_timestamp: datetime | None = None,
+                      expires_at: datetime | None = None, protected: bool = False,
+                      with_endpoint: bool = False) -> BranchChange: ...
+    def restore_branch(self, branch_id: str, *, source_branch_id: str,
+                       source_timestamp: datetime | None = None,
+                       preserve_under_name: str | None = None) -> BranchChange: ...
+    def wait_for_operations(self, operations: Any, *,
+                            timeout: float | None = None) -> list[Operation]: ...
+    def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
+    def list_databases(self, branch_id: str) -> list[Database]: ...
+    def list_endpoints(self) -> list[Endpoint]: ...
+    def create_endpoint(self, branch_id: str,
+                        type: str = "read_write") -> tuple[Endpoint, tuple[Operation, ...]]: ...
+    def connection_uri(self, branch_id: str, database_name: str, role_name: str,
+                       pooled: bool = False, endpoint_id: str | None = None) -> str: ...
+
+
+class Directory(Protocol):
+    """Who people are, from Slack."""
+
+    def time_zone(self, user_id: str) -> tzinfo:
+        """The user's Slack time zone; raises ExternalServiceError when it cannot be read."""
+        ...
+
+    def is_approver(self, user_id: str) -> bool | None:
+        """True/False, or None when membership cannot be read (callers fail closed)."""
+        ...
+
+
+class RequestNotifier(Protocol):
+    def request_changed(self, request: ChangeRequest) -> MessageRef | None:
+        """Show the request's card; returns where a new card was posted."""
+        ...
+
+    def ask_approvers(self, request: ChangeRequest) -> None:
+        """Tell the approvers there is a card waiting for them."""
+        ...
+
+
+class Verifier(Protocol):
+    def __call__(self, target_url: str, source_url: str, *, compared_with: str,
+                 allow_differences: bool) -> VerificationReport: ...
+
+
+class RestoreStore(RequestStore, AuditLog, Protocol):
+    pass
+
+
+@dataclass(frozen=True)
+class Window:
+    earliest: datetime
+    latest: datetime
+
+
+class RestoreService:
+    def __init__(self, store: RestoreStore, neon: RestoreNeon, directory: Directory,
+                 notifier: RequestNotifier, verifier: Verifier, *, project_id: str,
+                 required_approvals: int, approval_ttl: timedelta,
+                 approvers_configured: bool, worker_id: str | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.neon = neon
+        self.directory = directory
+        self.notifier = notifier
+        self.verifier = verifier
+        self.project_id = project_id
+        self.required_approvals = required_approvals
+        self.approval_ttl = approval_ttl
+        self.approvers_configured = approvers_configured
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self.now = now
+
+    # --- asking -------------------------------------------------------------------------
+
+    def record_command(self, user_id: str, text: str) -> None:
+        """The command as typed, recorded durably before Slack is acknowledged; the request
+        itself needs Neon and Slack lookups, made after the acknowledgement."""
+        self.store.append(AuditEvent(user_id, "restore.asked", "restore", {"text": text}))
+
+    def _check_approvers_configured(self) -> None:
+        if not self.approvers_configured:
+            raise NotAllowed("No approvers are configured, and restores need a second "
+                             "person's approval. An admin should set APPROVERS (Slack user ids "
+                             "U… and user-group ids S…).")
+
+    def request_point_in_time(self, user_id: str, when_text: str, reason: str, *,
+                              channel_id: str | None,
+                              response_url: str | None) -> ChangeRequest:
+        self._check_approvers_configured()
+        zone = self.directory.time_zone(user_id)
+        now = self.now()
+        instant = parse_when(when_text, now=now, zone=zone)
+        project, default = self._neon(lambda: (self.neon.get_project(),
+                                               self.neon.default_branch()))
+        check_restore_window(instant, now=now, window_seconds=project.history_retention_seconds,
+                             zone=zone)
+        request_id = new_request_id()
+        plan = Plan(
+            action=RequestAction.RESTORE_POINT_IN_TIME, project_id=self.project_id,
+            requester=user_id, source_branch_id=default.id, source_branch_name=default.name,
+            target_branch_name=self._free_name(restore_branch_name(instant), request_id),
+            instant=instant)
+        return self._record(request_id, plan, reason, channel_id, response_url,
+                            {"window_seconds": project.history_retention_seconds,
+                             "instant_shown": describe_instant(instant, zone)})
+
+    def request_from_branch(self, user_id: str, branch_name: str, reason: str, *,
+                            channel_id: str | None,
+                            response_url: str | None) -> ChangeRequest:
+        self._check_approvers_configured()
+        check_restorable_source(branch_name)
+        source = self._named_branch(branch_name)
+        request_id = new_request_id()
+        plan = Plan(
+            action=RequestAction.RESTORE_FROM_BRANCH, project_id=self.project_id,
+            requester=user_id, source_branch_id=source.id, source_branch_name=source.name,
+            target_branch_name=self._free_name(restore_branch_name(self.now()), request_id))
+        return self._record(request_id, plan, reason, channel_id, response_url, {})
+
+    def request_promotion(self, user_id: str, branch_name: str, reason: str, *,
+                          channel_id: str | None, response_url: str | None) -> ChangeRequest:
+        self._check_approvers_configured()
+        check_promotable(branch_name)
+        source = self._named_branch(branch_name)
+        default = self._neon(self.neon.default_branch)
+        if source.id == default.id:
+            raise NotAllowed(f"`{branch_name}` is already the live (default) branch.")
+        request_id = new_request_id()
+        plan = Plan(
+            action=RequestAction.PROMOTE, project_id=self.project_id, requester=user_id,
+            source_branch_id=source.id, source_branch_name=source.name,
+            target_branch_name=default.name, target_branch_id=default.id,
+            preserve_under_name=self._free_name(preserve_branch_name(self.now()), request_id))
+        return self._record(request_id, plan, reason, channel_id, response_url, {})
+
+    def _named_branch(self, name: str) -> Branch:
+        branch = self._neon(lambda: self.neon.find_branch_by_name(name))
+        if branch is None:
+            raise NotFound(f"Neon has no branch named `{name}`. `/backup list` shows backups.")
+        return branch
+
+    def _free_name(self, name: str, request_id: str) -> str:
+        """The natural name, or with the request id added when it is taken already."""
+        taken = self._neon(lambda: self.neon.find_branch_by_name(name)) is not None or any(
+            name in (r.plan.target_branch_name, r.plan.preserve_under_name)
+            for r in self.store.list_requests(rules.OPEN_STATES, limit=200))
+        return f"{name}-{request_id[:4]}" if taken else name
+
+    def _record(self, request_id: str, plan: Plan, reason: str, channel_id: str | None,
+                response_url: str | None, extra: dict[str, Any]) -> ChangeRequest:
+        now = self.now()
+        request = ChangeRequest(
+            id=request_id, plan=plan, plan_hash=plan.hash(), state=RequestState.PENDING,
+            reason=reason, required_approvals=self.required_approvals, created_at=now,
+            expires_at=now + self.approval_ttl, updated_at=now, requester_channel=channel_id,
+            response_url=response_url, extra=extra)
+        event = AuditEvent(plan.requester, "request.created", request_id, {
+            "action": plan.action.value, "source": plan.source_branch_name,
+            "target": plan.target_branch_name,
+            "instant": plan.instant.isoformat() if plan.instant else None,
+            "preserve_under_name": plan.preserve_under_name, "reason": reason,
+            "plan_hash": request.plan_hash, "expires_at": request.expires_at.isoformat()})
+        try:
+            recorded = self.store.add_request(request, event)
+        except DuplicateRequest:
+            raise Conflict("Two requests got the same id; please ask again.") from None
+        shown = self._show(recorded)
+        self._safely(lambda: self.notifier.ask_approvers(shown), "ask approvers")
+        return shown
+
+    # --- deciding -----------------------------------------------------------------------
+
+    def approve(self, request_id: str, user_id: str) -> ChangeRequest:
+        def decide(request: ChangeRequest) -> tuple[dict[str, Any], AuditEvent]:
+            approvals, quorum = rules.approve(
+                request, user_id, is_approver=self.directory.is_approver(user_id),
+                now=self.now())
+            changes: dict[str, Any] = {"approvals": approvals}
+            if quorum:
+                changes["state"] = RequestState.APPROVED
+            return changes, AuditEvent(user_id, "request.approved", request_id, {
+                "approvals": [a.user_id for a in approvals], "quorum_reached": quorum,
+                "plan_hash": request.plan_hash})
+
+        return self._decide(request_id, user_id, decide)
+
+    def reject(self, request_id: str, user_id: str) -> ChangeRequest:
+        def decide(request: ChangeRequest) -> tuple[dict[str, Any], AuditEvent]:
+            rules.reject(request, user_id, is_approver=self.directory.is_approver(user_id),
+                         now=self.now())
+            return ({"state": RequestState.REJECTED, "decided_by": user_id,
+                     "finished_at": self.now()},
+                    AuditEvent(user_id, "request.rejected", request_id, {}))
+
+        return self._decide(request_id, user_id, decide)
+
+    def cancel(self, request_id: str, user_id: str) -> ChangeRequest:
+        def decide(request: ChangeRequest) -> tuple[dict[str, Any], AuditEvent]:
+            rules.cancel(request, user_id, now=self.now())
+            return ({"state": RequestState.CANCELLED, "decided_by": user_id,
+                     "finished_at": self.now()},
+                    AuditEvent(user_id, "request.cancelled", request_id, {}))
+
+        return self._decide(request_id, user_id, decide)
+
+    def _decide(self, request_id: str, user_id: str,
+                decide: Callable[[ChangeRequest], tuple[dict[str, Any], AuditEvent]]
+                ) -> ChangeRequest:
+        """Read, check the rules, compare-and-set; on a lost race read again and re-check,
+        so the loser of a double click sees why (e.g. "you already approved")."""
+        for _ in range(5):
+            request = self.get(request_id)
+            try:
+                changes, event = decide(request)
+            except NotAllowed as refusal:  # refused clicks are part of the story too
+                self.store.append(AuditEvent(user_id, "request.refused", request.id,
+                                             {"reason": str(refusal)}))
+                raise
+            updated = self.store.update_request(request.id, request.version, event, **changes)
+            if updated is not None:
+                return self._show(updated)
+        raise Conflict(f"Request {request_id} is being changed by others right now; "
+                       "look at its card and try again.")
+
+    def get(self, request_id: str) -> ChangeRequest:
+        request = self.store.get_request(request_id.strip().lower())
+        if request is None:
+            raise NotFound(f"There is no request `{request_id}`. `/restore status` lists "
+                           "the open ones.")
+        return request
+
+    def expire_due(self) -> list[ChangeRequest]:
+        """Pending requests past their expiry become expired, and their cards say so now."""
+        expired: list[ChangeRequest] = []
+        now = self.now()
+        for request in self.store.list_requests((RequestState.PENDING,), limit=500):
+            if not rules.is_expired(request, now):
+                continue
+            updated = self.store.update_request(
+                request.id, request.version,
+                AuditEvent(SYSTEM, "request.expired", request.id,
+                           {"expires_at": request.expires_at.isoformat()}),
+                state=RequestState.EXPIRED, finished_at=now)
+            if updated is not None:
+                expired.append(self._show(updated))
+        return expired
+
+    # --- running ------------------------------------------------------------------------
+
+    def runnable(self) -> list[ChangeRequest]:
+        return self.store.list_requests((RequestState.APPROVED, RequestState.RUNNING),
+                                        limit=500)
+
+    def advance(self, request_id: str) -> ChangeRequest | None:
+        """Move an approved or running request forward as far as it goes now. Only the
+        holder of the lease acts; safe to call from any worker at any time."""
+        owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
+        request = self.store.claim_request(request_id, owner, LEASE_SECONDS)
+        if request is None:
+            return None
+        try:
+            while request.state in (RequestState.APPROVED, RequestState.RUNNING):
+                moved = self._step(request, owner)
+                if moved is None:
+                    break
+                request = self._show(moved)
+            return request
+        finally:
+            self.store.release_request(request_id, owner)
+
+    def settle(self, request_id: str, timeout: float = 300.0,
+               poll: float = 0.5) -> ChangeRequest:
+        """Advance, or wait (bounded) for the worker that holds it."""
+        deadline = time.monotonic() + timeout
+        request = self.advance(request_id) or self.get(request_id)
+        while request.state in rules.OPEN_STATES[1:] and time.monotonic() < deadline:
+            time.sleep(poll)
+            request = self.advance(request_id) or self.get(request_id)
+        return request
+
+    def _step(self, request: ChangeRequest, owner: str) -> ChangeRequest | None:
+        if request.state == RequestState.APPROVED:
+            first = (Step.PROMOTE if request.plan.action == RequestAction.PROMOTE
+                     else Step.CREATE_BRANCH)
+            return self._set(request, "request.started", state=RequestState.RUNNING, step=first)
+        if self.now() - request.updated_at > RUN_DEADLINE and request.step in (
+                Step.WAIT_BRANCH, Step.WAIT_PROMOTION):
+            return self._fail(request, f"Neon did not finish within {RUN_DEADLINE}.")
+        try:
+            rules.check_plan_unchanged(request)
+            if request.step == Step.CREATE_BRANCH:
+                return self._create_restore_branch(request)
+            if request.step == Step.WAIT_BRANCH:
+                return self._wait(request, request.branch_id, Step.VERIFY, owner)
+            if request.step == Step.PROMOTE:
+                return self._promote(request)
+            if request.step == Step.WAIT_PROMOTION:
+                return self._wait(request, request.plan.target_branch_id, Step.VERIFY, owner)
+            if request.step == Step.VERIFY:
+                return self._verify(request)
+        except NotAllowed as refusal:
+            return self._fail(request, str(refusal))
+        except NeonError as error:
+            return self._fail(request, explain_neon_error(error), error)
+        return self._fail(request, f"unknown step {request.step}")
+
+    def _create_restore_branch(self, request: ChangeRequest) -> ChangeRequest | None:
+        plan = request.plan
+        existing = self.neon.find_branch_by_name(plan.target_branch_name)
+        if existing is not None:  # created before a crash: adopt it
+            change = BranchChange(branch=existing)
+        else:
+            change = self.neon.create_branch(
+                plan.target_branch_name, parent_id=plan.source_branch_id,
+                parent_timestamp=plan.instant, with_endpoint=True)
+        return self._set(request, "request.branch_created", step=Step.WAIT_BRANCH,
+                         branch_id=change.branch.id,
+                         operation_ids=tuple(op.id for op in change.operations))
+
+    def _promote(self, request: ChangeRequest) -> ChangeRequest | None:
+        plan = request.plan
+        assert plan.target_branch_id is not None and plan.preserve_under_name is not None
+        preserved = self.neon.find_branch_by_name(plan.preserve_under_name)
+        if preserved is not None:  # the restore ran before a crash: do not run it twice
+            change = BranchChange(branch=preserved)
+        else:
+            change = self.neon.restore_branch(
+                plan.target_branch_id, source_branch_id=plan.source_branch_id,
+                preserve_under_name=plan.preserve_under_name)
+            preserved = self.neon.find_branch_by_name(plan.preserve_under_name)
+        return self._set(request, "request.promoted", step=Step.WAIT_PROMOTION,
+                         branch_id=preserved.id if preserved else None,
+                         operation_ids=tuple(op.id for op in change.operations))
+
+    def _wait(self, request: ChangeRequest, branch_id: str | None, then: Step,
+              owner: str) -> ChangeRequest | None:
+        assert branch_id is not None
+        try:
+            if request.operation_ids:
+                self.neon.wait_for_operations(list(request.operation_ids),
+                                              timeout=WAIT_CHUNK_SECONDS)
+            self.neon.wait_for_branch_ready(branch_id, timeout=WAIT_CHUNK_SECONDS)
+        except NeonOperationTimeout:
+            self.store.claim_request(request.id, owner, LEASE_SECONDS)  # still ours
+            return request
+        return self._set(request, None, step=then)
+
+    def _verify(self, request: ChangeRequest) -> ChangeRequest | None:
+        plan = request.plan
+        if plan.action == RequestAction.PROMOTE:
+            assert plan.target_branch_id is not None
+            target, source = plan.target_branch_id, plan.source_branch_id
+            compared_with, allow = plan.source_branch_name, False
+        else:
+            assert request.branch_id is not None
+            target, source = request.branch_id, plan.source_branch_id
+            # A point-in-time restore is compared with live production, which has moved on
+            # since the instant: differences are shown, not counted as failure.
+            live = plan.action == RequestAction.RESTORE_POINT_IN_TIME
+            compared_with = f"{plan.source_branch_name} (live)" if live \
+                else plan.source_branch_name
+            allow = live
+        report = self.verifier(self._uri(target), self._uri(source),
+                               compared_with=compared_with, allow_differences=allow)
+        details = {"ok": report.ok, "summary": report.summary(),
+                   "tables": report.compared_tables}
+        if not report.ok:
+            failed = self._set(request, "request.verification_failed", details=details,
+                               verification=report.to_dict())
+            return self._fail(failed or request, f"Verification failed: {report.summary()}")
+        return self._set(request, "request.succeeded", details=details,
+                         state=RequestState.SUCCEEDED, step=Step.DONE,
+                         verification=report.to_dict(), finished_at=self.now())
+
+    def _uri(self, branch_id: str) -> str:
+        """The branch's first database, as its owner. Never logged or shown. A branch
+        without compute (a backup) gets a read-only endpoint first, so it can be read but
+        not changed; this is looked up before it is added, so a retry adds none twice."""
+        endpoints = [e for e in self.neon.list_endpoints() if e.branch_id == branch_id]
+        if endpoints:
+            endpoint = min(endpoints, key=lambda e: e.type != "read_write")
+        else:
+            endpoint, operations = self.neon.create_endpoint(branch_id, "read_only")
+            self.neon.wait_for_operations(list(operations), timeout=WAIT_CHUNK_SECONDS * 6)
+        databases = self.neon.list_databases(branch_id)
+        if not databases:
+            raise NotAllowed("The branch has no database to verify.")
+        database = databases[0]
+        return self.neon.connection_uri(branch_id, database.name, database.owner_name,
+                                        endpoint_id=endpoint.id)
+
+    def _set(self, request: ChangeRequest, action: str | None,
+             details: dict[str, Any] | None = None, **changes: Any) -> ChangeRequest | None:
+        event = None
+        if action is not None:
+            event = AuditEvent(SYSTEM, action, request.id, {
+                **{k: _jsonable(v) for k, v in changes.items() if k != "verification"},
+                **(details or {})})
+        return self.store.update_request(request.id, request.version, event, **changes)
+
+    def _fail(self, request: ChangeRequest, message: str,
+              error: NeonError | None = None) -> ChangeRequest | None:
+        log.warning("request %s failed: %s", request.id, message)
+        details: dict[str, Any] = {"error": message, "step": request.step}
+        if error is not None:
+            details |= {"neon_status": error.status, "neon_request_id": error.request_id}
+        return self.store.update_request(
+            request.id, request.version,
+            AuditEvent(SYSTEM, "request.failed", request.id, details),
+            state=RequestState.FAILED, error=message, finished_at=self.now())
+
+    # --- showing ------------------------------------------------------------------------
+
+    def _show(self, request: ChangeRequest) -> ChangeRequest:
+        try:
+            posted = self.notifier.request_changed(request)
+        except Exception:  # Slack trouble never stops the request itself
+            log.exception("could not show request %s in Slack", request.id)
+            return request
+        if posted is None:
+            return request
+        for _ in range(3):
+            updated = self.store.update_request(request.id, request.version, None,
+                                                card_channel=posted.channel_id,
+                                                card_ts=posted.ts)
+            if updated is not None:
+                return updated
+            request = self.get(request.id)
+        return replace(request, card_channel=posted.channel_id, card_ts=posted.ts)
+
+    def _safely(self, action: Callable[[], object], what: str) -> None:
+        try:
+            action()
+        except Exception:
+            log.exception("could not %s", what)
+
+    def _neon(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except NeonError as error:
+            raise ExternalServiceError(explain_neon_error(error)) from None
+
+    # --- reading ------------------------------------------------------------------------
+
+    def open_requests(self) -> list[ChangeRequest]:
+        return self.store.list_requests(rules.OPEN_STATES)
+
+    def recent(self, limit: int = 10) -> list[ChangeRequest]:
+        return self.store.list_requests(None, limit=limit)
+
+    def history(self, request_id: str) -> tuple[ChangeRequest, list[AuditEntry]]:
+        request = self.get(request_id)
+        return request, self.store.audit_for(request.id)
+
+    def window(self) -> Window:
+        project = self._neon(self.neon.get_project)
+        now = self.now()
+        return Window(now - timedelta(seconds=project.history_retention_seconds), now)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return getattr(value, "value", value)

@@ -1,0 +1,216 @@
+"""Block Kit for restores: the approval card, answers to /restore, the form. Pure
+functions from data to messages; connection strings never appear in any of them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.domain.audit import AuditEntry
+from bot.domain.durations import humanize_age
+from bot.domain.requests import (
+    ACTION_TITLES,
+    ChangeRequest,
+    RequestAction,
+    RequestState,
+    Step,
+)
+from bot.domain.restores import RESTORE_USAGE
+from bot.services.verification import VerificationReport
+from handlers.blocks import Message, context, ephemeral, section, when
+
+APPROVE = "request.approve"
+REJECT = "request.reject"
+CANCEL = "request.cancel"
+FORM_CALLBACK = "restore.form"
+FORM_WHEN = "when"
+FORM_SOURCE = "source"
+FORM_REASON = "reason"
+
+STEP_TEXT = {
+    Step.CREATE_BRANCH: ":hourglass_flowing_sand: creating the restore branch…",
+    Step.WAIT_BRANCH: ":hourglass_flowing_sand: Neon is creating the branch…",
+    Step.PROMOTE: ":hourglass_flowing_sand: restoring the live branch in place…",
+    Step.WAIT_PROMOTION: ":hourglass_flowing_sand: Neon is restoring the live branch…",
+    Step.VERIFY: ":mag: verifying tables and row counts…",
+}
+
+
+def restore_help(problem: str | None = None) -> Message:
+    intro = f":warning: {problem}\n\n" if problem else ""
+    return ephemeral(f"{intro}*Restores*\n{RESTORE_USAGE}")
+
+
+def _what(request: ChangeRequest) -> str:
+    plan = request.plan
+    if plan.action == RequestAction.RESTORE_POINT_IN_TIME:
+        assert plan.instant is not None
+        return (f"New branch `{plan.target_branch_name}` from `{plan.source_branch_name}` as "
+                f"it was at {when(plan.instant)}")
+    if plan.action == RequestAction.RESTORE_FROM_BRANCH:
+        return f"New branch `{plan.target_branch_name}` from backup `{plan.source_branch_name}`"
+    return (f"Restore the live branch `{plan.target_branch_name}` in place from "
+            f"`{plan.source_branch_name}`; its current state is kept as "
+            f"`{plan.preserve_under_name}`. Connection strings do not change.")
+
+
+def _status(request: ChangeRequest) -> str:
+    approvers = ", ".join(f"<@{a.user_id}>" for a in request.approvals)
+    if request.state == RequestState.PENDING:
+        return (f":raising_hand: waiting for approval: {len(request.approvals)} of "
+                f"{request.required_approvals}" + (f" (by {approvers})" if approvers else "")
+                + f" · expires {when(request.expires_at)}")
+    if request.state == RequestState.APPROVED:
+        return f":white_check_mark: approved by {approvers}; starting…"
+    if request.state == RequestState.RUNNING:
+        return f"approved by {approvers} · " + STEP_TEXT.get(request.step or Step.VERIFY, "")
+    if request.state == RequestState.SUCCEEDED:
+        return f":white_check_mark: done (approved by {approvers})"
+    if request.state == RequestState.FAILED:
+        return f":x: failed: {request.error}"
+    if request.state == RequestState.REJECTED:
+        return f":no_entry: rejected by <@{request.decided_by}>; nothing was run"
+    if request.state == RequestState.CANCELLED:
+        return f":heavy_multiplication_x: cancelled by <@{request.decided_by}>; nothing was run"
+    return f":hourglass: expired at {when(request.expires_at)} without enough approvals; " \
+           "nothing was run"
+
+
+def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if request.verification:
+        report = VerificationReport.from_dict(request.verification)
+        differs = any(t.differs for t in report.tables) or report.missing_in_target
+        mark = ":white_check_mark:" if report.ok and not differs else ":warning:"
+        blocks.append(section(f"{mark} *Verification:* {report.summary()}"))
+    plan = request.plan
+    if request.state == RequestState.SUCCEEDED:
+        if plan.action == RequestAction.PROMOTE:
+            blocks.append(section(
+                f"`{plan.target_branch_name}` now holds `{plan.source_branch_name}`'s data; "
+                "nothing needs a redeploy. To undo: "
+                f"`/restore promote {plan.preserve_under_name}`"))
+        else:
+            blocks.append(section(
+                f"Branch `{plan.target_branch_name}` is ready. Connect to it from the Neon "
+                "console; to make it the live data: "
+                f"`/restore promote {plan.target_branch_name}`"))
+    if request.state == RequestState.FAILED:
+        blocks.append(section(f"*Next:* {_next_step(request)}"))
+    return blocks
+
+
+def _next_step(request: ChangeRequest) -> str:
+    if request.error and request.error.startswith("Verification failed"):
+        checked = request.plan.target_branch_name
+        undo = ""
+        if request.plan.action == RequestAction.PROMOTE:
+            undo = f" To undo the promotion: `/restore promote {request.plan.preserve_under_name}`."
+        return (f"look at the differences in `{checked}` before relying on it; "
+                f"`/restore log {request.id}` shows what ran.{undo}")
+    return f"`/restore log {request.id}` shows what ran; ask again once the cause is fixed."
+
+
+def request_card(request: ChangeRequest) -> Message:
+    plan = request.plan
+    title = ACTION_TITLES[plan.action]
+    headline = f"*{title}* requested by <@{plan.requester}> · request `{request.id}`"
+    blocks: list[dict[str, Any]] = [
+        section(headline),
+        section(_what(request)),
+        context(f"Reason: {request.reason or '(none given)'}"
+                + (f" · restore window at request time: "
+                   f"{humanize_age_seconds(request.extra.get('window_seconds'))}"
+                   if request.extra.get("window_seconds") else "")),
+        section(_status(request)),
+        *_outcome(request),
+    ]
+    if request.state == RequestState.PENDING:
+        blocks.append({"type": "actions", "block_id": f"request.{request.id}", "elements": [
+            _button("Approve", APPROVE, request.id, "primary"),
+            _button("Reject", REJECT, request.id, "danger"),
+            _button("Cancel", CANCEL, request.id, None),
+        ]})
+    return {"text": f"{title} {request.id}: {request.state.value}", "blocks": blocks}
+
+
+def humanize_age_seconds(seconds: object) -> str:
+    return humanize_age(timedelta(seconds=int(seconds))) if isinstance(seconds, int) else "?"
+
+
+def _button(text: str, action_id: str, value: str, style: str | None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "action_id": action_id, "value": value,
+                              "text": {"type": "plain_text", "text": text}}
+    if style:
+        button["style"] = style
+    return button
+
+
+def request_accepted(request: ChangeRequest, approvals_channel: str) -> Message:
+    return ephemeral(
+        f":raising_hand: Request `{request.id}` is waiting for approval in "
+        f"<#{approvals_channel}>: {_what(request)}. It expires {when(request.expires_at)}. "
+        f"`/restore cancel {request.id}` withdraws it.")
+
+
+def checking(text: str) -> Message:
+    return ephemeral(f":mag: Checking `/restore {text}`…")
+
+
+def approver_dm(request: ChangeRequest, permalink: str | None) -> Message:
+    link = f"<{permalink}|the card>" if permalink else "the card in the approvals channel"
+    return {"text": f"<@{request.requester}> asks for approval of request `{request.id}` "
+                    f"({ACTION_TITLES[request.plan.action].lower()}); see {link}."}
+
+
+def status_list(requests: list[ChangeRequest]) -> Message:
+    if not requests:
+        return ephemeral("No open restore requests.")
+    lines = [f"`{r.id}` · {ACTION_TITLES[r.plan.action]} · {r.state.value} · by "
+             f"<@{r.requester}> · {r.plan.target_branch_name}" for r in requests]
+    return ephemeral(f"{len(requests)} open requests", [section("*Open requests*"),
+                                                        *[section(line) for line in lines]])
+
+
+def request_status(request: ChangeRequest) -> Message:
+    card = request_card(request)
+    blocks = [b for b in card["blocks"] if b.get("type") != "actions"]
+    return ephemeral(card["text"], blocks)
+
+
+def request_log(request: ChangeRequest, entries: list[AuditEntry]) -> Message:
+    def who(actor: str) -> str:
+        return f"<@{actor}>" if actor.startswith(("U", "W")) else actor
+
+    lines = [f"{when(e.created_at)} · {who(e.actor)} · `{e.action}`" for e in entries]
+    text = f"History of request {request.id}"
+    return ephemeral(text, [section(f"*History of request `{request.id}`* "
+                                    f"({ACTION_TITLES[request.plan.action]})"),
+                            *[context(line) for line in lines[-40:]]])
+
+
+def restore_form(now: datetime) -> dict[str, Any]:
+    """The modal `/restore` alone opens: an instant, an optional backup, a reason."""
+    return {
+        "type": "modal", "callback_id": FORM_CALLBACK,
+        "title": {"type": "plain_text", "text": "Restore"},
+        "submit": {"type": "plain_text", "text": "Ask for approval"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "input", "block_id": FORM_WHEN, "optional": True,
+             "label": {"type": "plain_text", "text": "Restore the default branch as it was at"},
+             "element": {"type": "datetimepicker", "action_id": FORM_WHEN,
+                         "initial_date_time": int(now.timestamp()) - 3600},
+             "hint": {"type": "plain_text", "text": "Your time zone. Leave empty to restore "
+                      "from a backup instead."}},
+            {"type": "input", "block_id": FORM_SOURCE, "optional": True,
+             "label": {"type": "plain_text", "text": "…or from this backup branch"},
+             "element": {"type": "plain_text_input", "action_id": FORM_SOURCE,
+                         "placeholder": {"type": "plain_text",
+                                         "text": "backup-20261121-142500"}}},
+            {"type": "input", "block_id": FORM_REASON, "optional": True,
+             "label": {"type": "plain_text", "text": "Reason"},
+             "element": {"type": "plain_text_input", "action_id": FORM_REASON,
+                         "max_length": 500}},
+        ],
+    }
