@@ -5,6 +5,8 @@
     python -m bot migrate               bring the store's schema up to date
     python -m bot audit verify          check the audit trail's hash chain
     python -m bot audit export [--format jsonl|csv] [--since DATE] [--output FILE]
+    python -m bot run-job <name>        run one scheduled job once now (scheduled_backup,
+                                        prune, health_report, approval_reminders, …)
 """
 
 from __future__ import annotations
@@ -121,6 +123,17 @@ def audit_export(fmt: Literal["jsonl", "csv"], since: datetime | None, output: T
     return 0
 
 
+def run_job(name: str) -> int:
+    """Run one of the scheduler's jobs once, now, in this process; exit 1 if it failed."""
+    settings = load_settings()
+    _configure_logging(settings.log_level)
+    from bot.app import run_job_once
+
+    result = run_job_once(settings, name)
+    print(f"{result.job}: {'ok' if result.ok else 'FAILED'}: {result.summary}")
+    return 0 if result.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Lifeguard")
     commands = parser.add_subparsers(dest="command")
@@ -135,10 +148,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="only entries at or after this date (UTC unless a zone is given)")
     export.add_argument("--output", type=argparse.FileType("w", encoding="utf-8"),
                         default=sys.stdout)
+    job = commands.add_parser("run-job", help="run one scheduled job once, now")
+    job.add_argument("name", help="scheduled_backup, prune, health_report, "
+                                  "approval_reminders, drill_reminder, reconcile, …")
     args = parser.parse_args(argv)
     try:
         if args.command in (None, "serve"):
             return serve()
+        if args.command == "run-job":
+            return run_job(args.name)
         _configure_logging("WARNING")
         if args.command == "doctor":
             return doctor()

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Literal, TextIO
+from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -21,15 +21,38 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.background import Background
 from bot.config import Settings
+from bot.domain.retention import RetentionPolicy
 from bot.neon import NeonClient
-from bot.scheduler import build_scheduler
+from bot.scheduler import (
+    JobHandler,
+    Leadership,
+    build_jobs,
+    describe_schedule,
+    register_job_handlers,
+)
+from bot.services.alerts import (
+    AlertingBackupNotifier,
+    AlertingRequestNotifier,
+    Alerts,
+    ApprovalReminders,
+    JobResult,
+)
 from bot.services.backups import BackupService
 from bot.services.doctor import Check, check_neon, check_slack, check_store
+from bot.services.drills import DrillService
+from bot.services.health import HealthService
 from bot.services.restores import RestoreService
+from bot.services.scheduled_backups import ScheduledBackups
 from bot.services.verification import verify_branch
 from bot.web import WsgiApp, make_wsgi_app
 from handlers.backup import SlackBackupNotifier, register_backup_handlers
 from handlers.directory import SlackDirectory
+from handlers.drill import (
+    SlackDrillNotifier,
+    post_drill_reminder,
+    register_drill_handlers,
+)
+from handlers.health_blocks import SlackOpsNotifier
 from handlers.home import register_home_handlers
 from handlers.restore import SlackRequestNotifier, register_restore_handlers
 from storage import SqlStore, write_audit_export
@@ -65,13 +88,33 @@ class Lifeguard:
     bolt: App
     backups: BackupService
     restores: RestoreService
+    drills: DrillService
     background: Background
-    scheduler: BackgroundScheduler = field(init=False)
+    alerts: Alerts
+    health: HealthService
+    scheduled: ScheduledBackups
+    reminders: ApprovalReminders
+    leadership: Leadership = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scheduler = build_scheduler(
-            reconcile=self.reconcile, reconcile_interval=self.settings.reconcile_interval,
-            housekeeping=self.backups.mark_expired)
+        # Jobs live in the store; only the one leader among replicas runs them.
+        self.leadership = Leadership(
+            self.store.engine, build_jobs(self.settings),
+            interval=self.settings.reconcile_interval, record=self.store.append)
+
+    # --- the scheduler's jobs (also `python -m bot run-job NAME`) ------------------------
+
+    def job_handlers(self) -> dict[str, JobHandler | None]:
+        """What each job of bot.scheduler.JOBS does in this process."""
+        return {
+            "reconcile": self.reconcile,
+            "housekeeping": self.backups.mark_expired,
+            "scheduled_backup": self.run_scheduled_backup,
+            "prune": self.run_prune,
+            "health_report": self.run_health_report,
+            "drill_reminder": self.run_drill_reminder,
+            "approval_reminders": self.run_approval_reminders,
+        }
 
     def reconcile(self) -> None:
         """Expire what waited too long, and hand every unfinished piece of work to a
@@ -83,6 +126,32 @@ class Lifeguard:
         for backup in self.backups.unfinished():
             self.background.run(lambda b=backup: self.backups.advance(b.id),
                                 f"reconcile backup {backup.branch_name}")
+        for drill in self.drills.runnable():
+            self.background.run(lambda d=drill: self.drills.advance(d.id),
+                                f"reconcile drill {drill.id}")
+
+    # Each of these never raises: a failure is posted to ALERTS_CHANNEL and returned.
+
+    def run_scheduled_backup(self) -> JobResult:
+        return self.alerts.run_job("backup", self.scheduled.backup_job)
+
+    def run_prune(self) -> JobResult:
+        return self.alerts.run_job("prune", self.scheduled.prune_job)
+
+    def run_health_report(self) -> JobResult:
+        return self.alerts.run_job("health", self.health.job)
+
+    def run_approval_reminders(self) -> JobResult:
+        return self.alerts.run_job("reminders", self.reminders.job)
+
+    def run_drill_reminder(self) -> JobResult:
+        """The reminder, with its "Start drill" button, in ALERTS_CHANNEL."""
+        def remind() -> JobResult:
+            post_drill_reminder(self.slack, self.settings.alerts_channel, self.drills)
+            return JobResult("drill reminder", True, "reminder posted")
+        return self.alerts.run_job("drill reminder", remind)
+
+    # --- serving --------------------------------------------------------------------------
 
     def store_problem(self) -> str | None:
         try:
@@ -96,11 +165,11 @@ class Lifeguard:
                              self.store_problem)
 
     def start(self) -> None:
-        self.scheduler.start()
+        register_job_handlers(self.job_handlers())
+        self.leadership.start()
 
     def close(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        self.leadership.stop()  # stops the scheduler and releases the leader lock
         self.background.shutdown(wait=False)
         self.neon.close()
         self.store.close()
@@ -123,22 +192,72 @@ def build(settings: Settings) -> Lifeguard:
     )
     background = Background(settings.worker_threads)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
-    backups = BackupService(store, neon, SlackBackupNotifier(client),
-                            retention=settings.backup_retention, worker_id=worker_id)
     directory = SlackDirectory(client, settings.approvers)
+    ops = SlackOpsNotifier(client, directory, alerts_channel=settings.alerts_channel,
+                           approvals_channel=settings.approvals_channel)
+    alerts = Alerts(ops, store)
+    verifier = partial(verify_branch, custom_checks=settings.verify_checks,
+                       exact_row_limit=settings.verify_exact_row_limit)
+
+    # Failed backups and failed restores or verifications also alert, once each.
+    backups = BackupService(store, neon,
+                            AlertingBackupNotifier(SlackBackupNotifier(client), alerts),
+                            retention=settings.backup_retention, worker_id=worker_id)
     restores = RestoreService(
         store, neon, directory,
-        SlackRequestNotifier(client, directory, settings.approvals_channel),
-        partial(verify_branch, custom_checks=settings.verify_checks,
-                exact_row_limit=settings.verify_exact_row_limit),
+        AlertingRequestNotifier(
+            SlackRequestNotifier(client, directory, settings.approvals_channel), alerts),
+        verifier,
         project_id=settings.neon_project_id, required_approvals=settings.required_approvals,
         approval_ttl=settings.approval_ttl, approvers_configured=bool(settings.approvers),
         worker_id=worker_id)
-    register_backup_handlers(bolt, backups, background.run)
+    drills = DrillService(store, neon, SlackDrillNotifier(client, settings.alerts_channel),
+                          verifier, target_age=settings.drill_target_age, worker_id=worker_id)
+    health = HealthService(store, neon, ops, branches_limit=partial(neon_branches_limit, neon),
+                           last_drill=partial(last_drill_success, drills))
+    scheduled = ScheduledBackups(
+        backups, neon, store, alerts, zone=ZoneInfo(settings.schedule_timezone),
+        policy=RetentionPolicy(settings.retention_daily, settings.retention_weekly,
+                               settings.retention_monthly))
+    reminders = ApprovalReminders(store, ops, alerts, after=settings.approval_reminder_after)
+
+    register_backup_handlers(bolt, backups, background.run, health=health, scheduled=scheduled,
+                             describe_schedule=partial(describe_schedule, settings))
     register_restore_handlers(bolt, restores, background.run, settings.approvals_channel)
-    register_home_handlers(bolt, backups)
+    register_drill_handlers(bolt, drills, background.run, settings.alerts_channel)
+    register_home_handlers(bolt, backups, restores)
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
-                     backups=backups, restores=restores, background=background)
+                     backups=backups, restores=restores, drills=drills, background=background,
+                     alerts=alerts, health=health, scheduled=scheduled, reminders=reminders)
+
+
+# --- pieces of the wiring ------------------------------------------------------------
+
+
+def run_job_once(settings: Settings, name: str) -> JobResult:
+    """`python -m bot run-job <name>`: build everything (no scheduler, no HTTP), run the
+    scheduler's job `name` once now, close. Unknown names are answered with the known."""
+    lifeguard = build(settings)
+    try:
+        handlers = {k: v for k, v in lifeguard.job_handlers().items() if v is not None}
+        handler = handlers.get(name)
+        if handler is None:
+            return JobResult(name, False, f"no job {name!r} here; jobs: "
+                             + ", ".join(sorted(handlers)))
+        result = handler()
+        return result if isinstance(result, JobResult) else JobResult(name, True, "done")
+    finally:
+        lifeguard.close()
+
+
+def neon_branches_limit(neon: NeonClient) -> int | None:
+    """The plan's branch limit, as Neon reports it (`project.owner.branches_limit`)."""
+    return neon.get_project().branches_limit
+
+
+def last_drill_success(drills: DrillService) -> datetime | None:
+    drill = drills.last_success()
+    return None if drill is None else (drill.finished_at or drill.updated_at)
 
 
 # --- the command line's pieces (python -m bot doctor | migrate | audit …) ---------------

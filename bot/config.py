@@ -7,9 +7,11 @@ appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -45,6 +47,17 @@ DESCRIPTIONS: dict[str, str] = {
     "VERIFY_CHECKS": 'a JSON object of named SQL checks run on restored branches, such as '
                      '{"orders have customers": "SELECT NOT EXISTS (…)"}',
     "VERIFY_EXACT_ROW_LIMIT": "tables estimated above this many rows are not counted exactly",
+    "SCHEDULE_TIMEZONE": "the IANA time zone the schedules are written in, such as Europe/Berlin",
+    "BACKUP_SCHEDULE": "when scheduled backups run: a 5-field cron expression, such as 0 3 * * *",
+    "PRUNE_SCHEDULE": "when old backups are pruned: a 5-field cron expression",
+    "HEALTH_SCHEDULE": "when the health report is posted: a 5-field cron expression",
+    "DRILL_REMINDER_SCHEDULE": "when the restore-drill reminder is posted: a 5-field cron "
+                               "expression (day and weekday must both match)",
+    "RETENTION_DAILY": "daily backups kept, a whole number from 0",
+    "RETENTION_WEEKLY": "weekly backups kept, a whole number from 0",
+    "RETENTION_MONTHLY": "monthly backups kept, a whole number from 0",
+    "DRILL_TARGET_AGE": f"how far back a drill restores: {DURATION_FORMAT}",
+    "APPROVAL_REMINDER_AFTER": f"when approvers are reminded once: {DURATION_FORMAT}",
 }
 
 def _check_database_url(value: str) -> str:
@@ -83,17 +96,65 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: str = "INFO"
     worker_threads: int = Field(default=8, ge=1)
-    verify_checks: dict[str, str] = Field(default_factory=dict)
+    verify_checks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     verify_exact_row_limit: int = Field(default=1_000_000, ge=0)
+    schedule_timezone: str = "UTC"
+    backup_schedule: str = "0 3 * * *"
+    prune_schedule: str = "30 3 * * *"
+    health_schedule: str = "0 8 * * *"
+    # APScheduler matches day-of-month AND weekday: the first Monday of each quarter
+    drill_reminder_schedule: str = "0 9 1-7 1,4,7,10 mon"
+    retention_daily: int = Field(default=7, ge=0)
+    retention_weekly: int = Field(default=4, ge=0)
+    retention_monthly: int = Field(default=12, ge=0)
+    drill_target_age: Duration = timedelta(hours=24)
+    approval_reminder_after: Duration = timedelta(minutes=10)
 
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
 
-    @field_validator("approval_ttl", "reconcile_interval", "backup_retention", mode="before")
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name") from None
+        return value
+
+    @field_validator("backup_schedule", "prune_schedule", "health_schedule",
+                     "drill_reminder_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not a 5-field cron expression ({error})") from None
+        return value
+
+    @field_validator("approval_ttl", "reconcile_interval", "backup_retention",
+                     "drill_target_age", "approval_reminder_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("verify_checks", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as error:
+                raise ValueError(f"it is not JSON ({error.msg} at character {error.pos})") \
+                    from None
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v.strip()
+                for k, v in value.items()):
+            raise ValueError("it must be a JSON object mapping each check's name to its SQL")
+        return value
 
     @field_validator("approvers", mode="before")
     @classmethod

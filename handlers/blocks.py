@@ -151,12 +151,16 @@ def kept(branch_name: str) -> Message:
     return {**ephemeral(f"Kept `{branch_name}`."), "replace_original": True}
 
 
-def home_view(backups: list[Backup]) -> dict[str, Any]:
+def home_view(backups: list[Backup], open_requests: list[str],
+              restore_usage: str) -> dict[str, Any]:
+    """`open_requests`: one line each, rendered by the restore blocks."""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Lifeguard"}},
         section("Backups and restores of your Neon database, with a second pair of eyes."),
-        section(f"*Commands*\n{BACKUP_USAGE}"),
+        section(f"*Commands*\n{BACKUP_USAGE}\n{restore_usage}"),
         {"type": "divider"},
+        section("*Open restore requests*"),
+        *([context(line) for line in open_requests[:10]] or [context("None.")]),
         section("*Recent backups*"),
     ]
     if not backups:

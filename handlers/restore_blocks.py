@@ -163,11 +163,15 @@ def approver_dm(request: ChangeRequest, permalink: str | None) -> Message:
                     f"({ACTION_TITLES[request.plan.action].lower()}); see {link}."}
 
 
+def request_line(request: ChangeRequest) -> str:
+    return (f"`{request.id}` · {ACTION_TITLES[request.plan.action]} · {request.state.value} · "
+            f"by <@{request.requester}> · {request.plan.target_branch_name}")
+
+
 def status_list(requests: list[ChangeRequest]) -> Message:
     if not requests:
         return ephemeral("No open restore requests.")
-    lines = [f"`{r.id}` · {ACTION_TITLES[r.plan.action]} · {r.state.value} · by "
-             f"<@{r.requester}> · {r.plan.target_branch_name}" for r in requests]
+    lines = [request_line(r) for r in requests]
     return ephemeral(f"{len(requests)} open requests", [section("*Open requests*"),
                                                         *[section(line) for line in lines]])
 

@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     String,
@@ -191,7 +193,73 @@ class ChangeRequestRow(SQLModel, table=True):
                                          sa_column=Column("lease_until", UTCDateTime()))
 
 
+class DrillRow(SQLModel, table=True):
+    """A restore drill (bot.domain.drills.Drill) plus the work lease of the worker moving
+    it forward.
+
+    `version` is the compare-and-set token, as for change requests. `open_slot` is "open"
+    while the drill is requested or running and NULL once it ended: its UNIQUE constraint
+    lets at most one drill be open at a time, whatever races (NULLs never collide).
+    `operation_ids`, `step_timings` and `verification` are JSON text.
+    """
+
+    __tablename__ = "drills"
+    __table_args__ = (
+        UniqueConstraint("branch_name", name="uq_drills_branch_name"),
+        UniqueConstraint("open_slot", name="uq_drills_open_slot"),
+        Index("ix_drills_state", "state"),
+        Index("ix_drills_created_at", "created_at"),
+    )
+
+    id: str = Field(sa_column=Column("id", String(), primary_key=True))
+    version: int = Field(sa_column=Column("version", Integer(), nullable=False))
+    state: str = Field(sa_column=Column("state", String(), nullable=False))
+    step: str = Field(sa_column=Column("step", String(), nullable=False))
+    started_by: str = Field(sa_column=Column("started_by", String(), nullable=False))
+    target_instant: datetime = Field(sa_column=Column("target_instant", UTCDateTime(),
+                                                      nullable=False))
+    branch_name: str = Field(sa_column=Column("branch_name", String(), nullable=False))
+    created_at: datetime = Field(sa_column=Column("created_at", UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column("updated_at", UTCDateTime(), nullable=False))
+    channel_id: str | None = Field(default=None, sa_column=Column("channel_id", String()))
+    source_branch_id: str | None = Field(default=None,
+                                         sa_column=Column("source_branch_id", String()))
+    source_branch_name: str | None = Field(default=None,
+                                           sa_column=Column("source_branch_name", String()))
+    branch_id: str | None = Field(default=None, sa_column=Column("branch_id", String()))
+    operation_ids: str = Field(default="[]", sa_column=Column("operation_ids", Text(),
+                                                              nullable=False))  # JSON list
+    started_at: datetime | None = Field(default=None,
+                                        sa_column=Column("started_at", UTCDateTime()))
+    step_started_at: datetime | None = Field(default=None,
+                                             sa_column=Column("step_started_at", UTCDateTime()))
+    step_timings: str = Field(default="{}", sa_column=Column("step_timings", Text(),
+                                                             nullable=False))  # JSON object
+    rto_seconds: float | None = Field(default=None, sa_column=Column("rto_seconds", Float()))
+    rpo_seconds: float | None = Field(default=None, sa_column=Column("rpo_seconds", Float()))
+    newest_restored_at: datetime | None = Field(
+        default=None, sa_column=Column("newest_restored_at", UTCDateTime()))
+    verification: str | None = Field(default=None,
+                                     sa_column=Column("verification", Text()))  # JSON object
+    summary: str | None = Field(default=None, sa_column=Column("summary", Text()))
+    error: str | None = Field(default=None, sa_column=Column("error", Text()))
+    failed_step: str | None = Field(default=None, sa_column=Column("failed_step", String()))
+    next_step: str | None = Field(default=None, sa_column=Column("next_step", Text()))
+    cleanup_error: str | None = Field(default=None, sa_column=Column("cleanup_error", Text()))
+    branch_deleted: bool = Field(default=False, sa_column=Column("branch_deleted", Boolean(),
+                                                                 nullable=False))
+    finished_at: datetime | None = Field(default=None,
+                                         sa_column=Column("finished_at", UTCDateTime()))
+    card_channel: str | None = Field(default=None, sa_column=Column("card_channel", String()))
+    card_ts: str | None = Field(default=None, sa_column=Column("card_ts", String()))
+    open_slot: str | None = Field(default=None, sa_column=Column("open_slot", String()))
+    lease_owner: str | None = Field(default=None, sa_column=Column("lease_owner", String()))
+    lease_until: datetime | None = Field(default=None,
+                                         sa_column=Column("lease_until", UTCDateTime()))
+
+
 audit_entries = AuditEntryRow.__table__  # type: ignore[attr-defined]
 backups = BackupRow.__table__  # type: ignore[attr-defined]
 change_requests = ChangeRequestRow.__table__  # type: ignore[attr-defined]
+drills = DrillRow.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -37,6 +37,13 @@ ValueError), since the caller's view is out of date either way. `claim_request` 
 the same kind of work lease as `claim_backup` and, like `release_request`, leaves the
 version alone. The lock order is the same: request row, then audit lock.
 
+Restore drills
+--------------
+`drills` works like change requests (compare-and-set on `version`, audit in the same
+transaction, the same leases). Its `open_slot` column is "open" while a drill is requested
+or running and NULL afterwards; UNIQUE(open_slot) makes "one drill at a time" hold even
+when two starts race on two replicas.
+
 Transient errors (SQLite "database is locked", PostgreSQL serialization failures and
 deadlocks, a connection lost before COMMIT was sent) are retried a few times with backoff;
 a connection lost during COMMIT is not retried, since the commit may have happened.
@@ -70,6 +77,7 @@ from bot.domain.audit import (
     find_chain_break,
 )
 from bot.domain.backups import Backup, BackupStatus
+from bot.domain.drills import Drill, DrillState, DrillStep, check_drill_transition
 from bot.domain.requests import (
     Approval,
     ChangeRequest,
@@ -79,10 +87,10 @@ from bot.domain.requests import (
     Step,
     check_transition,
 )
-from bot.services.ports import DuplicateBackup, DuplicateRequest
+from bot.services.ports import DuplicateBackup, DuplicateDrill, DuplicateRequest
 from storage.db import create_engine_for, is_postgresql, write_connection
 from storage.migrate import upgrade_engine
-from storage.models import audit_entries, backups, change_requests
+from storage.models import audit_entries, backups, change_requests, drills
 
 T = TypeVar("T")
 
@@ -99,6 +107,13 @@ _REQUEST_FIELDS = tuple(f.name for f in fields(ChangeRequest))
 _REQUEST_UPDATABLE_FIELDS = frozenset(_REQUEST_FIELDS) - {"id", "plan", "plan_hash", "version"}
 _REQUEST_TIMESTAMP_FIELDS = frozenset({"created_at", "expires_at", "updated_at"})
 _REQUEST_OPTIONAL_TIMESTAMP_FIELDS = frozenset({"finished_at", "instant"})
+
+_DRILL_FIELDS = tuple(f.name for f in fields(Drill))
+_DRILL_UPDATABLE_FIELDS = frozenset(_DRILL_FIELDS) - {"id", "version", "created_at"}
+_DRILL_TIMESTAMP_FIELDS = frozenset({"target_instant", "created_at", "updated_at"})
+_DRILL_OPTIONAL_TIMESTAMP_FIELDS = frozenset({"started_at", "step_started_at", "finished_at",
+                                              "newest_restored_at"})
+_DRILL_OPEN_SLOT = "open"
 
 
 def utcnow() -> datetime:
@@ -536,6 +551,135 @@ class SqlStore:
         )
         return [_entry(row) for row in rows]
 
+    # --- restore drills --------------------------------------------------------------
+    # Like change requests: compare-and-set on `version`, the audit event in the same
+    # transaction, work leases that leave the version alone. The `open_slot` column is
+    # kept here, not in the domain: "open" while the drill is requested or running, NULL
+    # once it ended, so its UNIQUE constraint admits one open drill at a time.
+
+    def add_drill(self, drill: Drill, event: AuditEvent) -> Drill:
+        """Insert the drill and append `event` in one transaction. Raises DuplicateDrill
+        (and records nothing) when another drill is open or the id or branch name is
+        taken."""
+        if not isinstance(drill, Drill):
+            raise TypeError(f"expected a Drill, got {type(drill).__name__}")
+        values = _drill_values(drill)
+        values["id"] = drill.id
+        values["open_slot"] = _DRILL_OPEN_SLOT if drill.is_open else None
+        details = _details_text(event)
+
+        def work(conn: Connection) -> Drill:
+            conn.execute(insert(drills).values(**values))
+            self._append_in(conn, event, details)
+            return _one_drill(conn, drill.id)
+
+        try:
+            return self._transaction(work, write=True)
+        except IntegrityError as exc:
+            if self.get_drill(drill.id) is not None:
+                raise DuplicateDrill(f"a drill {drill.id} is already recorded") from exc
+            open_drills = self.list_drills((DrillState.REQUESTED, DrillState.RUNNING), limit=1)
+            if open_drills:
+                raise DuplicateDrill(
+                    f"drill {open_drills[0].id} is still {open_drills[0].state.value}") from exc
+            raise DuplicateDrill(
+                f"a drill branch named {drill.branch_name} is already recorded") from exc
+
+    def get_drill(self, drill_id: str) -> Drill | None:
+        row = self._transaction(
+            lambda conn: conn.execute(select(drills).where(drills.c.id == drill_id)).first(),
+            write=False,
+        )
+        return None if row is None else _drill(row)
+
+    def list_drills(self, states: tuple[DrillState, ...] | None = None,
+                    limit: int = 50) -> list[Drill]:
+        """At most `limit` drills (in `states`, if given), newest first (by created_at,
+        then id, both descending)."""
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError("limit must be an int")
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = select(drills)
+        if states is not None:
+            if not states:
+                return []
+            query = query.where(drills.c.state.in_([DrillState(s).value for s in states]))
+        query = query.order_by(drills.c.created_at.desc(), drills.c.id.desc()).limit(limit)
+        rows = self._transaction(lambda conn: conn.execute(query).all(), write=False)
+        return [_drill(row) for row in rows]
+
+    def last_successful_drill(self) -> Drill | None:
+        """The newest drill that succeeded, or None."""
+        found = self.list_drills((DrillState.SUCCEEDED,), limit=1)
+        return found[0] if found else None
+
+    def update_drill(self, drill_id: str, expected_version: int,
+                     event: AuditEvent | None = None, **changes: Any) -> Drill | None:
+        """Compare-and-set on the version: `UPDATE … SET …, version = version + 1,
+        updated_at = now WHERE id = ? AND version = ?`, and `event` appended in the same
+        transaction. None (nothing written, no event appended) when the version had moved
+        on or there is no such drill. `updated_at` is now unless given.
+
+        Any Drill field but id, version and created_at may be changed (TypeError
+        otherwise, or for a value of the wrong type; ValueError for a naive datetime or
+        data JSON cannot hold). A `state` change must be allowed by
+        `check_drill_transition` from the state stored at `expected_version` (ValueError,
+        nothing written, otherwise); a final state frees the open slot."""
+        unknown = set(changes) - _DRILL_UPDATABLE_FIELDS
+        if unknown:
+            raise TypeError(f"Drill has no updatable field(s) {', '.join(sorted(unknown))}")
+        if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+            raise TypeError("expected_version must be an int")
+        values = _drill_values(changes)
+        new_state = DrillState(changes["state"]) if "state" in changes else None
+        if new_state is not None:
+            values["open_slot"] = (_DRILL_OPEN_SLOT if new_state in (DrillState.REQUESTED,
+                                                                     DrillState.RUNNING)
+                                   else None)
+        details = None if event is None else _details_text(event)
+        table = drills
+
+        def work(conn: Connection) -> Drill | None:
+            if new_state is not None:
+                current = conn.execute(
+                    select(table.c.state, table.c.version).where(table.c.id == drill_id)
+                ).first()
+                if current is None or current.version != expected_version:
+                    return None
+                if DrillState(current.state) != new_state:
+                    check_drill_transition(DrillState(current.state), new_state)
+            stamped = {"updated_at": self._now(), **values}
+            result = conn.execute(
+                update(table)
+                .where(and_(table.c.id == drill_id, table.c.version == expected_version))
+                .values(**stamped, version=table.c.version + 1)
+            )
+            if result.rowcount != 1:
+                return None
+            if event is not None and details is not None:
+                self._append_in(conn, event, details)
+            return _one_drill(conn, drill_id)
+
+        try:
+            return self._transaction(work, write=True)
+        except IntegrityError as exc:
+            raise DuplicateDrill(f"drill {drill_id} cannot be changed so: {exc.orig}") from exc
+
+    def claim_drill(self, drill_id: str, owner: str, lease_seconds: float) -> Drill | None:
+        """Take (or extend, for the same owner) the work lease until now + lease_seconds.
+        None when another owner's lease has not expired, or there is no such drill. The
+        version is not bumped."""
+        return self._claim(drills, drill_id, owner, lease_seconds, _one_drill)
+
+    def release_drill(self, drill_id: str, owner: str) -> None:
+        """Give up the lease if `owner` holds it; otherwise do nothing."""
+        self._release(drills, drill_id, owner)
+
+    def lease_of_drill(self, drill_id: str) -> tuple[str, datetime] | None:
+        """(owner, until) of the drill's current lease, expired or not; None if none."""
+        return self._lease_of(drills, drill_id)
+
 
 # --- conversions -----------------------------------------------------------------------
 
@@ -703,6 +847,67 @@ def _request(row: Row[Any]) -> ChangeRequest:
 def _one_request(conn: Connection, request_id: str) -> ChangeRequest:
     return _request(conn.execute(
         select(change_requests).where(change_requests.c.id == request_id)).one())
+
+
+def _drill_values(source: Drill | Mapping[str, Any]) -> dict[str, Any]:
+    """Column values for the given Drill fields (all of them but id, for a Drill)."""
+    items = ({name: getattr(source, name) for name in _DRILL_FIELDS if name != "id"}
+             if isinstance(source, Drill) else dict(source))
+    values: dict[str, Any] = {}
+    for name, value in items.items():
+        if name == "state":
+            value = DrillState(value).value
+        elif name == "step":
+            value = DrillStep(value).value
+        elif name == "failed_step":
+            value = None if value is None else DrillStep(value).value
+        elif name == "operation_ids":
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError("operation_ids must be a sequence of strings")
+            value = json.dumps(list(value))
+        elif name == "step_timings":
+            if not isinstance(value, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, int | float)
+                    and not isinstance(v, bool) for k, v in value.items()):
+                raise TypeError("step_timings must map step names to seconds")
+            value = _json_object_text(name, value)
+        elif name == "verification":
+            value = _json_object_text(name, value, nullable=True)
+        elif name in ("rto_seconds", "rpo_seconds"):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)):
+                raise TypeError(f"{name} must be a number of seconds")
+        elif name == "branch_deleted":
+            if not isinstance(value, bool):
+                raise TypeError("branch_deleted must be a bool")
+        elif name == "version":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError("version must be an int")
+        elif name in _DRILL_TIMESTAMP_FIELDS:
+            _aware(name, value)
+        elif name in _DRILL_OPTIONAL_TIMESTAMP_FIELDS:
+            _aware(name, value, nullable=True)
+        values[name] = value
+    return values
+
+
+def _drill(row: Row[Any]) -> Drill:
+    data = row._mapping
+    kwargs: dict[str, Any] = {name: data[name] for name in _DRILL_FIELDS}
+    kwargs["state"] = DrillState(data["state"])
+    kwargs["step"] = DrillStep(data["step"])
+    kwargs["failed_step"] = (None if data["failed_step"] is None
+                             else DrillStep(data["failed_step"]))
+    kwargs["operation_ids"] = tuple(json.loads(data["operation_ids"]))
+    kwargs["step_timings"] = json.loads(data["step_timings"])
+    kwargs["verification"] = (None if data["verification"] is None
+                              else json.loads(data["verification"]))
+    kwargs["branch_deleted"] = bool(data["branch_deleted"])
+    return Drill(**kwargs)
+
+
+def _one_drill(conn: Connection, drill_id: str) -> Drill:
+    return _drill(conn.execute(select(drills).where(drills.c.id == drill_id)).one())
 
 
 def _is_transient(exc: DBAPIError, committing: bool) -> bool:

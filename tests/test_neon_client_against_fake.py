@@ -148,3 +148,13 @@ def test_a_bad_key_is_an_auth_error(fake: FakeNeon) -> None:
     assert caught.value.status == 401 and caught.value.request_id
     assert "not-the-key" not in str(caught.value)
     assert len(fake.requests) == 1
+
+
+def test_the_project_tells_its_restore_window_and_branch_limit(fake: FakeNeon,
+                                                               client: NeonClient) -> None:
+    fake.branch_limit = 25
+    fake.history_retention_seconds = 86400
+    project = client.get_project()
+    assert project.id == fake.project_id
+    assert project.history_retention_seconds == 86400
+    assert project.branches_limit == 25

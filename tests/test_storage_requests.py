@@ -80,7 +80,7 @@ def actions(store: SqlStore, subject: str = "req-1") -> list[str]:
 
 def test_migration_0002_adds_change_requests_and_goes_down_again(database_url: str) -> None:
     with SqlStore(database_url) as s:
-        assert current_revision(database_url) == head_revision() == "0002"
+        assert current_revision(database_url) == head_revision()
         inspector = inspect(s.engine)
         assert "change_requests" in inspector.get_table_names()
         assert {ix["name"] for ix in inspector.get_indexes("change_requests")} == {
@@ -103,7 +103,7 @@ def test_migration_0002_adds_change_requests_and_goes_down_again(database_url: s
     assert current_revision(database_url) == "0001"
 
     with SqlStore(database_url) as s:  # and up again, the audit trail untouched
-        assert current_revision(database_url) == "0002"
+        assert current_revision(database_url) == head_revision()
         assert s.verify() == (1, None)
         assert [e.action for e in s.audit_for("req-1")] == ["kept"]
 

@@ -71,6 +71,9 @@ BACKUP_USAGE = (
     "`/backup now [reason]` take a backup branch of the default branch now\n"
     "`/backup list` backups with age, size, expiry and reason\n"
     "`/backup delete <branch>` delete a backup branch Lifeguard took (asks to confirm)\n"
+    "`/backup health` the health report: restore window, branches, backups, drills, storage\n"
+    "`/backup prune` what the retention policy would delete (asks to confirm)\n"
+    "`/backup schedule` when scheduled backups, pruning and reports run\n"
     "`/backup help` this help"
 )
 
@@ -91,13 +94,33 @@ class BackupDelete:
 
 
 @dataclass(frozen=True)
+class BackupHealth:
+    pass
+
+
+@dataclass(frozen=True)
+class BackupPrune:
+    pass
+
+
+@dataclass(frozen=True)
+class BackupSchedule:
+    pass
+
+
+@dataclass(frozen=True)
 class BackupHelp:
     problem: str | None = field(default=None)  # set when help is shown because input was wrong
 
 
-BackupCommand = BackupNow | BackupList | BackupDelete | BackupHelp
+BackupCommand = (BackupNow | BackupList | BackupDelete | BackupHealth | BackupPrune
+                 | BackupSchedule | BackupHelp)
 
-_SUBCOMMANDS = ("now", "list", "delete", "help")
+_SUBCOMMANDS = ("now", "list", "delete", "help", "health", "prune", "schedule")
+_NO_ARGUMENTS: dict[str, type[BackupList | BackupHealth | BackupPrune | BackupSchedule]] = {
+    "list": BackupList, "health": BackupHealth, "prune": BackupPrune,
+    "schedule": BackupSchedule,
+}
 
 
 def validate_reason(reason: str) -> str:
@@ -118,10 +141,11 @@ def parse_backup_command(text: str) -> BackupCommand:
     subcommand, rest = words[0].lower(), (words[1] if len(words) > 1 else "")
     if subcommand == "now":
         return BackupNow(reason=validate_reason(rest))
-    if subcommand == "list":
+    if subcommand in _NO_ARGUMENTS:
         if rest.strip():
-            raise InvalidInput(f"`/backup list` takes nothing after it (got `{rest.strip()}`).")
-        return BackupList()
+            raise InvalidInput(f"`/backup {subcommand}` takes nothing after it "
+                               f"(got `{rest.strip()}`).")
+        return _NO_ARGUMENTS[subcommand]()
     if subcommand == "delete":
         names = rest.split()
         if len(names) != 1:

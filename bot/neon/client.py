@@ -218,6 +218,7 @@ def parse_project(data: dict[str, Any]) -> Project:
     what = "the project"
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
     quota = settings.get("quota") if isinstance(settings.get("quota"), dict) else {}
+    owner = data.get("owner") if isinstance(data.get("owner"), dict) else {}
     return Project(
         id=_req_str(data, "id", what),
         name=str(data.get("name") or data.get("id")),
@@ -228,6 +229,7 @@ def parse_project(data: dict[str, Any]) -> Project:
         branch_logical_size_limit_bytes=_opt_int(data, "branch_logical_size_limit_bytes"),
         synthetic_storage_size=_opt_int(data, "synthetic_storage_size"),
         quota=dict(quota),
+        branches_limit=_opt_int(owner, "branches_limit"),
     )
 
 

@@ -21,6 +21,7 @@ class Project:
     branch_logical_size_limit_bytes: int | None = None
     synthetic_storage_size: int | None = None
     quota: dict[str, Any] = field(default_factory=dict)  # settings.quota, as Neon sends it
+    branches_limit: int | None = None  # owner.branches_limit: the plan's branch limit
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from bot.domain.audit import AuditEntry, AuditEvent, ChainBreak
 from bot.domain.backups import Backup, BackupStatus
+from bot.domain.drills import Drill, DrillState
 from bot.domain.requests import ChangeRequest, RequestState
 
 
@@ -97,6 +98,49 @@ class RequestStore(Protocol):
     def audit_for(self, subject: str) -> list[AuditEntry]:
         """Every audit entry about `subject` (a request id), oldest first."""
         ...
+
+
+# --- restore drills (bot.services.drills) ------------------------------------------------
+
+
+class DuplicateDrill(Exception):
+    """The drill could not be recorded: its id or branch name is taken, or another drill
+    is still open (requested or running); at most one drill is open at a time."""
+
+
+class DrillStore(Protocol):
+    def add_drill(self, drill: Drill, event: AuditEvent) -> Drill:
+        """Insert the drill and append the event in one transaction. Raises
+        DuplicateDrill (and records nothing) when another drill is open or the id or
+        branch name is taken."""
+        ...
+
+    def get_drill(self, drill_id: str) -> Drill | None: ...
+
+    def list_drills(self, states: tuple[DrillState, ...] | None = None,
+                    limit: int = 50) -> list[Drill]:
+        """Newest first."""
+        ...
+
+    def update_drill(self, drill_id: str, expected_version: int,
+                     event: AuditEvent | None = None, **changes: Any) -> Drill | None:
+        """Compare-and-set on `version` (bumped), `event` appended in the same transaction.
+        A `state` change must be allowed by bot.domain.drills.check_drill_transition
+        (ValueError otherwise). None when another change got there first."""
+        ...
+
+    def claim_drill(self, drill_id: str, owner: str, lease_seconds: float) -> Drill | None:
+        """Take or extend the work lease, or None if another worker holds it."""
+        ...
+
+    def release_drill(self, drill_id: str, owner: str) -> None: ...
+
+    def last_successful_drill(self) -> Drill | None: ...
+
+    def audit_for(self, subject: str) -> list[AuditEntry]: ...
+
+
+# --- end of restore drills --------------------------------------------------------------
 
 
 class Store(AuditLog, BackupStore, RequestStore, Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
@@ -36,7 +36,8 @@ from bot.domain.restores import (
     restore_branch_name,
 )
 from bot.neon.errors import NeonError, NeonOperationTimeout
-from bot.neon.models import Branch, BranchChange, Database, Endpoint, Operation, Project
+from bot.neon.models import Branch, BranchChange, Project
+from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DuplicateRequest, MessageRef, RequestStore
 from bot.services.verification import VerificationReport
@@ -49,7 +50,7 @@ WAIT_CHUNK_SECONDS = 5.0
 RUN_DEADLINE = timedelta(minutes=30)
 
 
-class RestoreNeon(Protocol):
+class RestoreNeon(BranchAccess, Protocol):
     """The part of the Neon client restores use."""
 
     def get_project(self) -> Project: ...
@@ -63,15 +64,7 @@ class RestoreNeon(Protocol):
     def restore_branch(self, branch_id: str, *, source_branch_id: str,
                        source_timestamp: datetime | None = None,
                        preserve_under_name: str | None = None) -> BranchChange: ...
-    def wait_for_operations(self, operations: Any, *,
-                            timeout: float | None = None) -> list[Operation]: ...
     def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
-    def list_databases(self, branch_id: str) -> list[Database]: ...
-    def list_endpoints(self) -> list[Endpoint]: ...
-    def create_endpoint(self, branch_id: str,
-                        type: str = "read_write") -> tuple[Endpoint, tuple[Operation, ...]]: ...
-    def connection_uri(self, branch_id: str, database_name: str, role_name: str,
-                       pooled: bool = False, endpoint_id: str | None = None) -> str: ...
 
 
 class Directory(Protocol):
@@ -419,7 +412,8 @@ class RestoreService:
             compared_with = f"{plan.source_branch_name} (live)" if live \
                 else plan.source_branch_name
             allow = live
-        report = self.verifier(self._uri(target), self._uri(source),
+        report = self.verifier(branch_connection_uri(self.neon, target),
+                               branch_connection_uri(self.neon, source),
                                compared_with=compared_with, allow_differences=allow)
         details = {"ok": report.ok, "summary": report.summary(),
                    "tables": report.compared_tables}
@@ -431,29 +425,12 @@ class RestoreService:
                          state=RequestState.SUCCEEDED, step=Step.DONE,
                          verification=report.to_dict(), finished_at=self.now())
 
-    def _uri(self, branch_id: str) -> str:
-        """The branch's first database, as its owner. Never logged or shown. A branch
-        without compute (a backup) gets a read-only endpoint first, so it can be read but
-        not changed; this is looked up before it is added, so a retry adds none twice."""
-        endpoints = [e for e in self.neon.list_endpoints() if e.branch_id == branch_id]
-        if endpoints:
-            endpoint = min(endpoints, key=lambda e: e.type != "read_write")
-        else:
-            endpoint, operations = self.neon.create_endpoint(branch_id, "read_only")
-            self.neon.wait_for_operations(list(operations), timeout=WAIT_CHUNK_SECONDS * 6)
-        databases = self.neon.list_databases(branch_id)
-        if not databases:
-            raise NotAllowed("The branch has no database to verify.")
-        database = databases[0]
-        return self.neon.connection_uri(branch_id, database.name, database.owner_name,
-                                        endpoint_id=endpoint.id)
-
     def _set(self, request: ChangeRequest, action: str | None,
              details: dict[str, Any] | None = None, **changes: Any) -> ChangeRequest | None:
         event = None
         if action is not None:
             event = AuditEvent(SYSTEM, action, request.id, {
-                **{k: _jsonable(v) for k, v in changes.items() if k != "verification"},
+                **{k: jsonable(v) for k, v in changes.items() if k != "verification"},
                 **(details or {})})
         return self.store.update_request(request.id, request.version, event, **changes)
 
@@ -515,13 +492,3 @@ class RestoreService:
         project = self._neon(self.neon.get_project)
         now = self.now()
         return Window(now - timedelta(seconds=project.history_retention_seconds), now)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return getattr(value, "value", value)
