@@ -49,12 +49,12 @@ def serve() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if settings.socket_mode:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from bot.app import connect_socket_mode
 
-        assert settings.slack_app_token is not None
-        handler = SocketModeHandler(lifeguard.bolt, settings.slack_app_token.get_secret_value())
-        handler.connect()
-        logging.getLogger("lifeguard").info("connected to Slack in Socket Mode")
+        # In the background: a Slack outage at start must not stop the health check, the
+        # scheduler or the resumption of interrupted work.
+        threading.Thread(target=connect_socket_mode, args=(lifeguard, stop), daemon=True,
+                         name="socket-mode").start()
     serve_http(lifeguard.wsgi(), settings.port)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -232,6 +233,32 @@ def build(settings: Settings) -> Lifeguard:
 
 
 # --- pieces of the wiring ------------------------------------------------------------
+
+
+SOCKET_MODE_RETRY_SECONDS = (1, 2, 5, 10, 30, 60)
+
+
+def connect_socket_mode(lifeguard: Lifeguard, stop: threading.Event) -> None:
+    """Connect to Slack over Socket Mode, retrying (1 s, 2 s, … then every minute) until it
+    works or the process stops; once connected, slack_sdk's client reconnects by itself."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    assert lifeguard.settings.slack_app_token is not None
+    handler = SocketModeHandler(lifeguard.bolt,
+                                lifeguard.settings.slack_app_token.get_secret_value(),
+                                web_client=lifeguard.slack)
+    attempt = 0
+    while not stop.is_set():
+        try:
+            handler.connect()
+            log.info("connected to Slack in Socket Mode")
+            return
+        except Exception as error:
+            wait = SOCKET_MODE_RETRY_SECONDS[min(attempt, len(SOCKET_MODE_RETRY_SECONDS) - 1)]
+            log.warning("Socket Mode connection failed (%s: %s); trying again in %d s",
+                        type(error).__name__, error, wait)
+            attempt += 1
+            stop.wait(wait)
 
 
 def run_job_once(settings: Settings, name: str) -> JobResult:

@@ -3,25 +3,19 @@ the approval (by anyone with access to the store), nothing is sent to Neon."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import text
 
 from bot.domain.requests import RequestState
-from bot.services.restores import RestoreService
 from storage import SqlStore
-from tests.support.restore_stubs import NOW, Directory, Notifier, RecordingNeon
+from tests.support.restore_stubs import RecordingNeon, restore_service
 
 
 def test_a_plan_edited_after_approval_is_refused_before_neon_is_called(tmp_path: Path):
     store = SqlStore(f"sqlite:///{tmp_path / 'store.db'}")
     neon = RecordingNeon()
-    service = RestoreService(store, neon, Directory(), Notifier(),  # type: ignore[arg-type]
-                             lambda *a, **k: None,  # type: ignore[arg-type,return-value]
-                             project_id="proj-x", required_approvals=1,
-                             approval_ttl=timedelta(minutes=30), approvers_configured=True,
-                             now=lambda: NOW)
+    service = restore_service(store, neon)
     request = service.request_from_branch("U0ALICE", "backup-20261120-101500", "",
                                           channel_id=None, response_url=None)
     approved = service.approve(request.id, "U0BOB")

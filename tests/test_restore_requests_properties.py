@@ -5,7 +5,6 @@ restore service and a real SQLite store; Neon and Slack are recording stand-ins.
 from __future__ import annotations
 
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,13 @@ from hypothesis import strategies as st
 
 from bot.domain.errors import LifeguardError
 from bot.domain.restores import RestoreAt, RestoreFrom, RestorePromote, parse_restore_command
-from bot.services.restores import RestoreService
 from storage import SqlStore
-from tests.support.restore_stubs import NOW, Directory, Notifier, RecordingNeon
+from tests.support.restore_stubs import RecordingNeon, restore_service
 
 _folder = Path(tempfile.mkdtemp(prefix="lifeguard-props-"))
 STORE = SqlStore(f"sqlite:///{_folder / 'store.db'}")
 NEON = RecordingNeon()
-SERVICE = RestoreService(STORE, NEON, Directory(), Notifier(),  # type: ignore[arg-type]
-                         lambda *a, **k: None,  # type: ignore[arg-type,return-value]
-                         project_id="proj-x", required_approvals=1,
-                         approval_ttl=timedelta(minutes=30), approvers_configured=True,
-                         now=lambda: NOW)
+SERVICE = restore_service(STORE, NEON)
 
 FRAGMENTS = st.sampled_from([
     "from", "promote", "status", "cancel", "log", "help", "ago", "minutes", "hours", "days",

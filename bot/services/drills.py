@@ -57,7 +57,7 @@ from bot.neon.errors import (
     NeonServerError,
     NeonUnreachable,
 )
-from bot.neon.models import Branch, BranchChange, Project
+from bot.neon.models import BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DrillStore, DuplicateDrill, MessageRef
@@ -79,16 +79,7 @@ _TRANSIENT = (NeonLocked, NeonRateLimited, NeonServerError, NeonUnreachable)
 class DrillNeon(BranchAccess, Protocol):
     """The part of the Neon client drills use."""
 
-    def get_project(self) -> Project: ...
-    def default_branch(self) -> Branch: ...
-    def get_branch(self, branch_id: str) -> Branch: ...
-    def find_branch_by_name(self, name: str) -> Branch | None: ...
-    def create_branch(self, name: str, *, parent_id: str | None = None,
-                      parent_timestamp: datetime | None = None,
-                      expires_at: datetime | None = None, protected: bool = False,
-                      with_endpoint: bool = False) -> BranchChange: ...
     def delete_branch(self, branch_id: str) -> BranchChange: ...
-    def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
 
 
 class DrillNotifier(Protocol):

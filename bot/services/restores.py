@@ -36,7 +36,7 @@ from bot.domain.restores import (
     restore_branch_name,
 )
 from bot.neon.errors import NeonError, NeonOperationTimeout
-from bot.neon.models import Branch, BranchChange, Project
+from bot.neon.models import Branch, BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DuplicateRequest, MessageRef, RequestStore
@@ -53,18 +53,9 @@ RUN_DEADLINE = timedelta(minutes=30)
 class RestoreNeon(BranchAccess, Protocol):
     """The part of the Neon client restores use."""
 
-    def get_project(self) -> Project: ...
-    def default_branch(self) -> Branch: ...
-    def get_branch(self, branch_id: str) -> Branch: ...
-    def find_branch_by_name(self, name: str) -> Branch | None: ...
-    def create_branch(self, name: str, *, parent_id: str | None = None,
-                      parent_timestamp: datetime | None = None,
-                      expires_at: datetime | None = None, protected: bool = False,
-                      with_endpoint: bool = False) -> BranchChange: ...
     def restore_branch(self, branch_id: str, *, source_branch_id: str,
                        source_timestamp: datetime | None = None,
                        preserve_under_name: str | None = None) -> BranchChange: ...
-    def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
 
 
 class Directory(Protocol):

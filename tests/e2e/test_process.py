@@ -137,3 +137,17 @@ def test_sigterm_stops_the_bot_cleanly(bot):
     while bot.process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert bot.process.returncode == 0, bot.log()
+
+
+def test_socket_mode_serves_health_and_keeps_trying_to_reach_slack(bot_env, slack, neon):
+    env = {k: v for k, v in bot_env.items() if k != "SLACK_SIGNING_SECRET"}
+    env["SLACK_APP_TOKEN"] = "xapp-1-test-token"
+    with BotProcess(env) as bot:  # starts although Slack refuses the connection
+        assert httpx.get(f"{bot.url}/healthz").status_code == 200
+        # Slack reaches the bot over the socket: the HTTP endpoint is off
+        assert httpx.post(f"{bot.url}/slack/events", content=b"{}").status_code == 404
+        opened = slack.wait_for(
+            lambda: (calls := slack.calls_to("apps.connections.open")) and len(calls) >= 2
+            and calls, timeout=20)
+        assert all(call.token == "xapp-1-test-token" for call in opened)
+        assert "trying again" in bot.log()

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.neon.models import Branch, BranchChange, Database, Endpoint, Operation, Project
+from bot.services.restores import RestoreService
 
 NOW = datetime(2026, 11, 21, 14, 30, tzinfo=UTC)
 MUTATIONS = ("create_branch", "restore_branch", "create_endpoint", "delete_branch")
@@ -69,3 +70,13 @@ class Notifier:
 
     def ask_approvers(self, request: Any) -> None:
         return None
+
+
+def restore_service(store: Any, neon: RecordingNeon) -> RestoreService:
+    """The real restore service on these stand-ins: one approval needed, Bob approves,
+    the clock stands at NOW, verification is never reached."""
+    return RestoreService(store, neon, Directory(), Notifier(),
+                          lambda *a, **k: None,  # type: ignore[arg-type,return-value]
+                          project_id="proj-x", required_approvals=1,
+                          approval_ttl=timedelta(minutes=30), approvers_configured=True,
+                          now=lambda: NOW)
