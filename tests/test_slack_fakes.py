@@ -902,8 +902,6 @@ def test_manifest_scopes_are_known_bot_scopes(manifest: dict[str, Any]) -> None:
         "im:write",  # DMs to approvers
         "users:read",  # requester's time zone
         "usergroups:read",  # approver user groups
-        "channels:manage",  # incident channels (public)
-        "groups:write",  # incident channels (private)
         "channels:read",  # channel info
         "groups:read",  # private channel info
         "channels:history",  # find its own status card again after a crash
@@ -925,17 +923,16 @@ def test_manifest_scopes_cover_what_the_bot_calls() -> None:
         web.users_info(user="U_ALICE")
         web.usergroups_users_list(usergroup="S_DBA")
         web.conversations_info(channel="C_APPROVALS")
-        public = web.conversations_create(name="inc-1")["channel"]["id"]
-        private = web.conversations_create(name="inc-2", is_private=True)["channel"]["id"]
-        for channel in (public, private):
-            web.conversations_invite(channel=channel, users="U_ALICE")
-            web.conversations_setTopic(channel=channel, topic="restore")
-            web.conversations_info(channel=channel)
+        private = scoped.add_channel(name="ops-private", is_private=True)
+        web.conversations_info(channel=private)
         web.views_publish(user_id="U_ALICE", view={"type": "home", "blocks": []})
         web.conversations_history(channel="C_APPROVALS", include_all_metadata=True)
         web.conversations_history(channel=private, include_all_metadata=True)
         assert all(call.ok for call in scoped.calls), scoped.describe_calls()
-        # and nothing more: direct messages are never read
+        # and nothing more: direct messages are never read, channels never created
         with pytest.raises(SlackApiError) as excinfo:
             web.conversations_history(channel=dm)
+        assert api_error(excinfo) == "missing_scope"
+        with pytest.raises(SlackApiError) as excinfo:
+            web.conversations_create(name="not-asked-for")
         assert api_error(excinfo) == "missing_scope"
