@@ -56,9 +56,14 @@ def error_message(text: str) -> Message:
     return ephemeral(f":warning: {text}")
 
 
-def backup_help(problem: str | None = None) -> Message:
+def usage_help(title: str, usage: str, problem: str | None = None) -> Message:
+    """A command's usage, after what was wrong with the input when something was."""
     intro = f":warning: {problem}\n\n" if problem else ""
-    return ephemeral(f"{intro}*Backups*\n{BACKUP_USAGE}")
+    return ephemeral(f"{intro}*{title}*\n{usage}")
+
+
+def backup_help(problem: str | None = None) -> Message:
+    return usage_help("Backups", BACKUP_USAGE, problem)
 
 
 def backup_accepted(backup: Backup) -> Message:

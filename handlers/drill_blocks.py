@@ -18,7 +18,7 @@ from bot.domain.drills import (
 from bot.domain.durations import humanize_age
 from bot.services.drills import DrillOverview
 from bot.services.verification import VerificationReport
-from handlers.blocks import Message, context, ephemeral, section, when
+from handlers.blocks import Message, context, ephemeral, section, usage_help, when
 
 START = "drill.start"  # the reminder's "Start drill" button
 
@@ -38,8 +38,7 @@ _IN_PROGRESS = {
 
 
 def drill_help(problem: str | None = None) -> Message:
-    intro = f":warning: {problem}\n\n" if problem else ""
-    return ephemeral(f"{intro}*Restore drills*\n{DRILL_USAGE}")
+    return usage_help("Restore drills", DRILL_USAGE, problem)
 
 
 def drill_started(drill: Drill, alerts_channel: str) -> Message:

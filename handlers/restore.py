@@ -114,23 +114,15 @@ def register_restore_handlers(app: App, restores: RestoreService, run_later: Run
         if request.state == RequestState.APPROVED:
             run_later(lambda: restores.advance(request.id), f"run request {request.id}")
 
-    def clicked(body: dict[str, Any]) -> tuple[str, str]:
-        return body["actions"][0]["value"], body["user"]["id"]
+    def button(verb: Callable[[str, str], ChangeRequest]) -> Callable[..., None]:
+        def clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+            request_id, user_id = body["actions"][0]["value"], body["user"]["id"]
+            decide(ack, respond, lambda: verb(request_id, user_id))
+        return clicked
 
-    @app.action(cards.APPROVE)
-    def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        request_id, user_id = clicked(body)
-        decide(ack, respond, lambda: restores.approve(request_id, user_id))
-
-    @app.action(cards.REJECT)
-    def reject(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        request_id, user_id = clicked(body)
-        decide(ack, respond, lambda: restores.reject(request_id, user_id))
-
-    @app.action(cards.CANCEL)
-    def cancel(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        request_id, user_id = clicked(body)
-        decide(ack, respond, lambda: restores.cancel(request_id, user_id))
+    app.action(cards.APPROVE)(button(restores.approve))
+    app.action(cards.REJECT)(button(restores.reject))
+    app.action(cards.CANCEL)(button(restores.cancel))
 
     @app.view(cards.FORM_CALLBACK)
     def form_submitted(ack: Ack, body: dict[str, Any], client: WebClient) -> None:

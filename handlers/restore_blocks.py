@@ -17,7 +17,7 @@ from bot.domain.requests import (
 )
 from bot.domain.restores import RESTORE_USAGE
 from bot.services.verification import VerificationReport
-from handlers.blocks import Message, context, ephemeral, section, when
+from handlers.blocks import Message, context, ephemeral, section, usage_help, when
 
 APPROVE = "request.approve"
 REJECT = "request.reject"
@@ -37,8 +37,7 @@ STEP_TEXT = {
 
 
 def restore_help(problem: str | None = None) -> Message:
-    intro = f":warning: {problem}\n\n" if problem else ""
-    return ephemeral(f"{intro}*Restores*\n{RESTORE_USAGE}")
+    return usage_help("Restores", RESTORE_USAGE, problem)
 
 
 def _what(request: ChangeRequest) -> str:

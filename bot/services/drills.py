@@ -61,7 +61,7 @@ from bot.neon.models import BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DrillStore, DuplicateDrill, MessageRef
-from bot.services.verification import VerificationReport
+from bot.services.verification import VerificationReport, Verifier
 
 log = logging.getLogger("lifeguard.drills")
 
@@ -86,11 +86,6 @@ class DrillNotifier(Protocol):
     def drill_changed(self, drill: Drill) -> MessageRef | None:
         """Show the drill's report card; returns where a new card was posted."""
         ...
-
-
-class Verifier(Protocol):
-    def __call__(self, target_url: str, source_url: str, *, compared_with: str,
-                 allow_differences: bool) -> VerificationReport: ...
 
 
 class DrillServiceStore(DrillStore, AuditLog, Protocol):

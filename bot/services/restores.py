@@ -40,7 +40,7 @@ from bot.neon.models import Branch, BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DuplicateRequest, MessageRef, RequestStore
-from bot.services.verification import VerificationReport
+from bot.services.verification import Verifier
 
 log = logging.getLogger("lifeguard.restores")
 
@@ -78,11 +78,6 @@ class RequestNotifier(Protocol):
     def ask_approvers(self, request: ChangeRequest) -> None:
         """Tell the approvers there is a card waiting for them."""
         ...
-
-
-class Verifier(Protocol):
-    def __call__(self, target_url: str, source_url: str, *, compared_with: str,
-                 allow_differences: bool) -> VerificationReport: ...
 
 
 class RestoreStore(RequestStore, AuditLog, Protocol):

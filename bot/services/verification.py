@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -199,6 +199,14 @@ class VerificationReport:
             error=data["error"],
             compared_with=data["compared_with"],
         )
+
+
+class Verifier(Protocol):
+    """What restores and drills call to verify a branch: `verify_branch` with the
+    settings' custom checks and row limit bound."""
+
+    def __call__(self, target_url: str, source_url: str, *, compared_with: str,
+                 allow_differences: bool) -> VerificationReport: ...
 
 
 def verify_branch(target_url: str, source_url: str, *, compared_with: str,
