@@ -90,7 +90,14 @@ def levels(checks: dict[str, dict]) -> dict[str, str]:
     return {title: check["level"] for title, check in checks.items()}
 
 
+def next_second() -> None:
+    """Backup names are per second (backup-YYYYMMDD-HHMMSS), and a second /backup now in the
+    same second is refused as a twin: start the next one in a new second."""
+    time.sleep(1.01 - time.time() % 1)
+
+
 def take_backup(driver: SlackDriver, store: SqlStore, count_before: int) -> Backup:
+    next_second()
     driver.command("/backup", "now", user_id=ALICE, channel_id=OPS_CHANNEL)
     def ready() -> list[Backup]:
         found = store.list_backups((BackupStatus.READY,))
@@ -237,6 +244,7 @@ def test_each_health_check_at_ok_warn_and_fail(driver, neon, slack, store, monke
     assert store.update_drill(drill.id, drill.version,
                               finished_at=datetime.now(UTC) - timedelta(days=200))
     quota["bytes"] = largest_branch(neon) // 2
+    next_second()
     neon.fail_next(403, method="POST", path_contains="/branches")
     driver.command("/backup", "now", user_id=ALICE, channel_id=OPS_CHANNEL)
     first_with_text(slack, lambda: alerts_posted(slack), "failed", timeout=30)
