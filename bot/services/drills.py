@@ -59,6 +59,7 @@ from bot.neon.errors import (
 )
 from bot.neon.models import BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
+from bot.services.cards import show_and_remember
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DrillStore, DuplicateDrill, MessageRef
 from bot.services.verification import VerificationReport, Verifier
@@ -418,20 +419,11 @@ class DrillService:
     # --- showing ------------------------------------------------------------------------
 
     def _show(self, drill: Drill) -> Drill:
-        try:
-            posted = self.notifier.drill_changed(drill)
-        except Exception:  # Slack trouble never stops the drill itself
-            log.exception("could not show drill %s in Slack", drill.id)
-            return drill
-        if posted is None:
-            return drill
-        for _ in range(3):
-            updated = self.store.update_drill(drill.id, drill.version, None,
-                                              card_channel=posted.channel_id, card_ts=posted.ts)
-            if updated is not None:
-                return updated
-            drill = self.get(drill.id)
-        return replace(drill, card_channel=posted.channel_id, card_ts=posted.ts)
+        return show_and_remember(
+            drill, show=self.notifier.drill_changed,
+            remember=lambda d, card: self.store.update_drill(
+                d.id, d.version, None, card_channel=card.channel_id, card_ts=card.ts),
+            reload=lambda: self.get(drill.id), what=f"drill {drill.id}")
 
     # --- reading ------------------------------------------------------------------------
 

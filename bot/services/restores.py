@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from bot.domain.restores import (
 from bot.neon.errors import NeonError, NeonOperationTimeout
 from bot.neon.models import Branch, BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
+from bot.services.cards import show_and_remember
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DuplicateRequest, MessageRef, RequestStore
 from bot.services.verification import Verifier
@@ -434,21 +435,11 @@ class RestoreService:
     # --- showing ------------------------------------------------------------------------
 
     def _show(self, request: ChangeRequest) -> ChangeRequest:
-        try:
-            posted = self.notifier.request_changed(request)
-        except Exception:  # Slack trouble never stops the request itself
-            log.exception("could not show request %s in Slack", request.id)
-            return request
-        if posted is None:
-            return request
-        for _ in range(3):
-            updated = self.store.update_request(request.id, request.version, None,
-                                                card_channel=posted.channel_id,
-                                                card_ts=posted.ts)
-            if updated is not None:
-                return updated
-            request = self.get(request.id)
-        return replace(request, card_channel=posted.channel_id, card_ts=posted.ts)
+        return show_and_remember(
+            request, show=self.notifier.request_changed,
+            remember=lambda r, card: self.store.update_request(
+                r.id, r.version, None, card_channel=card.channel_id, card_ts=card.ts),
+            reload=lambda: self.get(request.id), what=f"request {request.id}")
 
     def _safely(self, action: Callable[[], object], what: str) -> None:
         try:
