@@ -78,6 +78,7 @@ from bot.domain.audit import (
 )
 from bot.domain.backups import Backup, BackupStatus
 from bot.domain.drills import Drill, DrillState, DrillStep, check_drill_transition
+from bot.domain.errors import DuplicateBackup, DuplicateDrill, DuplicateRequest
 from bot.domain.requests import (
     Approval,
     ChangeRequest,
@@ -87,7 +88,6 @@ from bot.domain.requests import (
     Step,
     check_transition,
 )
-from bot.services.ports import DuplicateBackup, DuplicateDrill, DuplicateRequest
 from storage.db import create_engine_for, is_postgresql, write_connection
 from storage.migrate import upgrade_engine
 from storage.models import audit_entries, backups, change_requests, drills

@@ -21,7 +21,8 @@ from sqlalchemy import inspect, text
 import storage
 from bot.domain.audit import AuditEvent
 from bot.domain.backups import Backup, BackupStatus
-from bot.services.ports import DuplicateBackup, Store
+from bot.domain.errors import DuplicateBackup
+from bot.services.ports import Store
 from storage import SqlStore, current_revision, upgrade_to_head
 from storage.db import create_engine_for, sqlalchemy_url
 from storage.migrate import head_revision

@@ -14,7 +14,8 @@ from sqlalchemy import inspect
 
 from bot.domain.audit import AuditEvent
 from bot.domain.drills import Drill, DrillState, DrillStep, drill_branch_name
-from bot.services.ports import DrillStore, DuplicateDrill
+from bot.domain.errors import DuplicateDrill
+from bot.services.ports import DrillStore
 from storage import SqlStore, current_revision
 from storage.db import create_engine_for
 from storage.migrate import alembic_config, migration_lock

@@ -12,6 +12,7 @@ from alembic import command
 from sqlalchemy import inspect
 
 from bot.domain.audit import AuditEvent
+from bot.domain.errors import DuplicateRequest
 from bot.domain.requests import (
     Approval,
     ChangeRequest,
@@ -20,7 +21,7 @@ from bot.domain.requests import (
     RequestState,
     Step,
 )
-from bot.services.ports import DuplicateRequest, RequestStore
+from bot.services.ports import RequestStore
 from storage import SqlStore, current_revision
 from storage.db import create_engine_for
 from storage.migrate import alembic_config, head_revision, migration_lock

@@ -29,3 +29,20 @@ class Conflict(LifeguardError):
 
 class ExternalServiceError(LifeguardError):
     """Neon, Slack or the store failed after retries; the message says which and what to try."""
+
+
+# Raised by the store when a record's unique key is taken; services turn them into
+# Conflicts that say what happened.
+
+
+class DuplicateBackup(Exception):
+    """A backup with that branch name is already recorded."""
+
+
+class DuplicateRequest(Exception):
+    """A change request with that id is already recorded."""
+
+
+class DuplicateDrill(Exception):
+    """The drill could not be recorded: its id or branch name is taken, or another drill
+    is still open (requested or running); at most one drill is open at a time."""

@@ -25,11 +25,11 @@ from bot.domain.backups import (
     check_deletable,
     is_backup_name,
 )
-from bot.domain.errors import Conflict, ExternalServiceError, NotAllowed, NotFound
+from bot.domain.errors import Conflict, DuplicateBackup, ExternalServiceError, NotAllowed, NotFound
 from bot.neon.errors import NeonError, NeonNotFound, NeonOperationTimeout
 from bot.neon.models import Branch, BranchChange, Operation
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import BackupStore, DuplicateBackup, MessageRef
+from bot.services.ports import BackupStore, MessageRef
 
 log = logging.getLogger("lifeguard.backups")
 

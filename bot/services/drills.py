@@ -47,7 +47,7 @@ from bot.domain.drills import (
     seconds_between,
 )
 from bot.domain.durations import format_duration, humanize_age
-from bot.domain.errors import Conflict, NotAllowed, NotFound
+from bot.domain.errors import Conflict, DuplicateDrill, NotAllowed, NotFound
 from bot.neon.errors import (
     NeonError,
     NeonLocked,
@@ -61,7 +61,7 @@ from bot.neon.models import BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
 from bot.services.cards import show_and_remember
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import AuditLog, DrillStore, DuplicateDrill, MessageRef
+from bot.services.ports import AuditLog, DrillStore, MessageRef
 from bot.services.verification import VerificationReport, Verifier
 
 log = logging.getLogger("lifeguard.drills")

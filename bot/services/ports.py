@@ -22,9 +22,6 @@ class MessageRef:
     ts: str
 
 
-class DuplicateBackup(Exception):
-    """A backup with that branch name is already recorded."""
-
 
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> AuditEntry: ...
@@ -63,9 +60,6 @@ class BackupStore(Protocol):
     def release_backup(self, backup_id: str, owner: str) -> None: ...
 
 
-class DuplicateRequest(Exception):
-    """A change request with that id is already recorded."""
-
 
 class RequestStore(Protocol):
     def add_request(self, request: ChangeRequest, event: AuditEvent) -> ChangeRequest:
@@ -102,10 +96,6 @@ class RequestStore(Protocol):
 
 # --- restore drills (bot.services.drills) ------------------------------------------------
 
-
-class DuplicateDrill(Exception):
-    """The drill could not be recorded: its id or branch name is taken, or another drill
-    is still open (requested or running); at most one drill is open at a time."""
 
 
 class DrillStore(Protocol):

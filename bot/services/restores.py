@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from bot.domain import requests as rules
 from bot.domain.audit import AuditEntry, AuditEvent
-from bot.domain.errors import Conflict, ExternalServiceError, NotAllowed, NotFound
+from bot.domain.errors import Conflict, DuplicateRequest, ExternalServiceError, NotAllowed, NotFound
 from bot.domain.instants import check_restore_window, describe_instant, parse_when
 from bot.domain.requests import (
     ChangeRequest,
@@ -40,7 +40,7 @@ from bot.neon.models import Branch, BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
 from bot.services.cards import show_and_remember
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import AuditLog, DuplicateRequest, MessageRef, RequestStore
+from bot.services.ports import AuditLog, MessageRef, RequestStore
 from bot.services.verification import Verifier
 
 log = logging.getLogger("lifeguard.restores")
