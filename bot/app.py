@@ -121,15 +121,12 @@ class Lifeguard:
         """Expire what waited too long, and hand every unfinished piece of work to a
         worker; leases keep each to one worker at a time."""
         self.restores.expire_due()
-        for request in self.restores.runnable():
-            self.background.run(lambda r=request: self.restores.advance(r.id),
-                                f"reconcile request {request.id}")
-        for backup in self.backups.unfinished():
-            self.background.run(lambda b=backup: self.backups.advance(b.id),
-                                f"reconcile backup {backup.branch_name}")
-        for drill in self.drills.runnable():
-            self.background.run(lambda d=drill: self.drills.advance(d.id),
-                                f"reconcile drill {drill.id}")
+        for work, unfinished in ((self.restores.work, self.restores.runnable()),
+                                 (self.backups.work, self.backups.unfinished()),
+                                 (self.drills.work, self.drills.runnable())):
+            for item in unfinished:
+                self.background.run(partial(work.advance, item.id, patient=True),
+                                    f"reconcile {work.kind.name} {item.id}")
 
     # Each of these never raises: a failure is posted to ALERTS_CHANNEL and returned.
 

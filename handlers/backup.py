@@ -203,17 +203,18 @@ class SlackBackupNotifier:
 
     def backup_changed(self, backup: Backup) -> MessageRef | None:
         if backup.status == BackupStatus.FAILED and backup.branch_id is None \
-                and backup.message_ts is None:
+                and backup.card_ts is None:
             self._respond(backup, blocks.backup_not_started(backup))
             return None
         card = blocks.backup_card(backup)
         if backup.status in (BackupStatus.DELETING, BackupStatus.DELETED) \
-                and not backup.message_ts:
+                and not backup.card_ts:
             return None  # deletion is answered to whoever confirmed it
         if not backup.channel_id:
             return None
         try:
-            return show_card(self.client, backup.channel_id, backup.message_ts, backup.id,
+            return show_card(self.client, backup.card_channel or backup.channel_id,
+                             backup.card_ts, backup.id,
                              backup.created_at, card)
         except SlackApiError as error:
             if error.response.get("error") not in CANNOT_POST_HERE:

@@ -3,14 +3,22 @@
 The schema itself is created by the Alembic migrations in `storage/migrations`, never by
 `create_all`; a test checks that the migrations and these classes agree.
 
-Every timestamp is a `UTCDateTime`: written only from timezone-aware datetimes, stored
-as UTC (`timestamptz` on PostgreSQL, naive UTC text on SQLite) and always read back as a
-timezone-aware UTC datetime.
+Each column's type converts between the domain's value and what the database holds, so
+a row reads back as a domain entity field for field (storage.store maps them whole):
+
+- `UTCDateTime`: written only from timezone-aware datetimes, stored as UTC (`timestamptz`
+  on PostgreSQL, naive UTC text on SQLite), always read back timezone-aware in UTC;
+- `EnumText`: a StrEnum of bot.domain, stored as its value;
+- `JsonTuple`, `JsonObject`, `ApprovalList`: JSON text of a tuple of strings, a mapping of
+  plain JSON data, and a request's approvals.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +36,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
+
+from bot.domain.backups import BackupStatus
+from bot.domain.drills import DrillState, DrillStep
+from bot.domain.requests import Approval, RequestAction, RequestState, Step
 
 HASH_LENGTH = 64
 
@@ -59,6 +71,91 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class EnumText(TypeDecorator[StrEnum]):
+    """A StrEnum of the domain, stored as its value and read back as the member."""
+
+    impl = String()
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
+class JsonTuple(TypeDecorator[tuple[str, ...]]):
+    """A tuple of strings (such as Neon operation ids), as a JSON list."""
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+            raise TypeError(f"expected a sequence of strings, got {type(value).__name__}")
+        items = list(value)
+        if not all(isinstance(item, str) for item in items):
+            raise TypeError("expected a sequence of strings")
+        return json.dumps(items)
+
+    def process_result_value(self, value: str | None, dialect: Dialect
+                             ) -> tuple[str, ...] | None:
+        return None if value is None else tuple(json.loads(value))
+
+
+class JsonObject(TypeDecorator[dict[str, Any]]):
+    """A mapping of plain JSON data (a verification report, step timings), as JSON text."""
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a mapping, got {type(value).__name__}")
+        try:
+            return json.dumps(dict(value), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"expected plain JSON data: {exc}") from exc
+
+    def process_result_value(self, value: str | None, dialect: Dialect
+                             ) -> dict[str, Any] | None:
+        return None if value is None else json.loads(value)
+
+
+class ApprovalList(TypeDecorator[tuple[Approval, ...]]):
+    """A request's approvals in the order given: JSON [{"user_id", "at" (RFC 3339, UTC)}]."""
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if isinstance(value, str | Mapping | Approval) or not isinstance(value, Iterable):
+            raise TypeError("approvals must be a sequence of Approval")
+        items = []
+        for approval in value:
+            if not isinstance(approval, Approval) or not isinstance(approval.user_id, str):
+                raise TypeError(f"approvals must be Approval, got {type(approval).__name__}")
+            at = UTCDateTime().process_bind_param(approval.at, dialect)
+            assert at is not None
+            items.append({"user_id": approval.user_id,
+                          "at": at.replace(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+        return json.dumps(items, ensure_ascii=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect
+                             ) -> tuple[Approval, ...]:
+        return tuple(Approval(user_id=item["user_id"],
+                              at=datetime.fromisoformat(item["at"]).astimezone(UTC))
+                     for item in json.loads(value or "[]"))
 
 
 def _seq_type() -> TypeEngine[int]:
@@ -107,7 +204,9 @@ class BackupRow(SQLModel, table=True):
 
     id: str = Field(sa_column=Column("id", String(), primary_key=True))
     branch_name: str = Field(sa_column=Column("branch_name", String(), nullable=False))
-    status: str = Field(sa_column=Column("status", String(), nullable=False))
+    version: int = Field(sa_column=Column("version", Integer(), nullable=False))
+    status: BackupStatus = Field(sa_column=Column("status", EnumText(BackupStatus),
+                                                  nullable=False))
     requested_by: str = Field(sa_column=Column("requested_by", String(), nullable=False))
     reason: str = Field(sa_column=Column("reason", Text(), nullable=False))
     created_at: datetime = Field(sa_column=Column("created_at", UTCDateTime(), nullable=False))
@@ -116,11 +215,16 @@ class BackupRow(SQLModel, table=True):
     branch_id: str | None = Field(default=None, sa_column=Column("branch_id", String()))
     parent_branch_id: str | None = Field(default=None,
                                          sa_column=Column("parent_branch_id", String()))
-    operation_ids: str = Field(default="[]", sa_column=Column("operation_ids", Text(),
-                                                              nullable=False))  # JSON list
+    operation_ids: tuple[str, ...] = Field(default=(), sa_column=Column(
+        "operation_ids", JsonTuple(), nullable=False))
     error: str | None = Field(default=None, sa_column=Column("error", Text()))
     channel_id: str | None = Field(default=None, sa_column=Column("channel_id", String()))
-    message_ts: str | None = Field(default=None, sa_column=Column("message_ts", String()))
+    card_channel: str | None = Field(default=None, sa_column=Column("card_channel", String()))
+    card_ts: str | None = Field(default=None, sa_column=Column("card_ts", String()))
+    step_started_at: datetime | None = Field(default=None,
+                                             sa_column=Column("step_started_at", UTCDateTime()))
+    step_timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(
+        "step_timings", JsonObject(), nullable=False))
     response_url: str | None = Field(default=None, sa_column=Column("response_url", Text()))
     deleted_by: str | None = Field(default=None, sa_column=Column("deleted_by", String()))
     logical_size: int | None = Field(default=None,
@@ -147,8 +251,10 @@ class ChangeRequestRow(SQLModel, table=True):
 
     id: str = Field(sa_column=Column("id", String(), primary_key=True))
     version: int = Field(sa_column=Column("version", Integer(), nullable=False))
-    state: str = Field(sa_column=Column("state", String(), nullable=False))
-    action: str = Field(sa_column=Column("action", String(), nullable=False))
+    state: RequestState = Field(sa_column=Column("state", EnumText(RequestState),
+                                                 nullable=False))
+    action: RequestAction = Field(sa_column=Column("action", EnumText(RequestAction),
+                                                   nullable=False))
     project_id: str = Field(sa_column=Column("project_id", String(), nullable=False))
     requester: str = Field(sa_column=Column("requester", String(), nullable=False))
     source_branch_id: str = Field(sa_column=Column("source_branch_id", String(),
@@ -169,16 +275,20 @@ class ChangeRequestRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column("created_at", UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=Column("expires_at", UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column("updated_at", UTCDateTime(), nullable=False))
-    approvals: str = Field(default="[]", sa_column=Column("approvals", Text(),
-                                                          nullable=False))  # JSON list
+    approvals: tuple[Approval, ...] = Field(default=(), sa_column=Column(
+        "approvals", ApprovalList(), nullable=False))
     decided_by: str | None = Field(default=None, sa_column=Column("decided_by", String()))
-    step: str | None = Field(default=None, sa_column=Column("step", String()))
+    step: Step | None = Field(default=None, sa_column=Column("step", EnumText(Step)))
     branch_id: str | None = Field(default=None, sa_column=Column("branch_id", String()))
-    operation_ids: str = Field(default="[]", sa_column=Column("operation_ids", Text(),
-                                                              nullable=False))  # JSON list
+    operation_ids: tuple[str, ...] = Field(default=(), sa_column=Column(
+        "operation_ids", JsonTuple(), nullable=False))
     error: str | None = Field(default=None, sa_column=Column("error", Text()))
-    verification: str | None = Field(default=None,
-                                     sa_column=Column("verification", Text()))  # JSON object
+    verification: dict[str, Any] | None = Field(default=None, sa_column=Column(
+        "verification", JsonObject()))
+    step_started_at: datetime | None = Field(default=None,
+                                             sa_column=Column("step_started_at", UTCDateTime()))
+    step_timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(
+        "step_timings", JsonObject(), nullable=False))
     card_channel: str | None = Field(default=None, sa_column=Column("card_channel", String()))
     card_ts: str | None = Field(default=None, sa_column=Column("card_ts", String()))
     requester_channel: str | None = Field(default=None,
@@ -186,8 +296,8 @@ class ChangeRequestRow(SQLModel, table=True):
     response_url: str | None = Field(default=None, sa_column=Column("response_url", Text()))
     finished_at: datetime | None = Field(default=None,
                                          sa_column=Column("finished_at", UTCDateTime()))
-    extra: str = Field(default="{}", sa_column=Column("extra", Text(),
-                                                      nullable=False))  # JSON object
+    extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(
+        "extra", JsonObject(), nullable=False))
     lease_owner: str | None = Field(default=None, sa_column=Column("lease_owner", String()))
     lease_until: datetime | None = Field(default=None,
                                          sa_column=Column("lease_until", UTCDateTime()))
@@ -213,8 +323,8 @@ class DrillRow(SQLModel, table=True):
 
     id: str = Field(sa_column=Column("id", String(), primary_key=True))
     version: int = Field(sa_column=Column("version", Integer(), nullable=False))
-    state: str = Field(sa_column=Column("state", String(), nullable=False))
-    step: str = Field(sa_column=Column("step", String(), nullable=False))
+    state: DrillState = Field(sa_column=Column("state", EnumText(DrillState), nullable=False))
+    step: DrillStep = Field(sa_column=Column("step", EnumText(DrillStep), nullable=False))
     started_by: str = Field(sa_column=Column("started_by", String(), nullable=False))
     target_instant: datetime = Field(sa_column=Column("target_instant", UTCDateTime(),
                                                       nullable=False))
@@ -227,23 +337,24 @@ class DrillRow(SQLModel, table=True):
     source_branch_name: str | None = Field(default=None,
                                            sa_column=Column("source_branch_name", String()))
     branch_id: str | None = Field(default=None, sa_column=Column("branch_id", String()))
-    operation_ids: str = Field(default="[]", sa_column=Column("operation_ids", Text(),
-                                                              nullable=False))  # JSON list
+    operation_ids: tuple[str, ...] = Field(default=(), sa_column=Column(
+        "operation_ids", JsonTuple(), nullable=False))
     started_at: datetime | None = Field(default=None,
                                         sa_column=Column("started_at", UTCDateTime()))
     step_started_at: datetime | None = Field(default=None,
                                              sa_column=Column("step_started_at", UTCDateTime()))
-    step_timings: str = Field(default="{}", sa_column=Column("step_timings", Text(),
-                                                             nullable=False))  # JSON object
+    step_timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(
+        "step_timings", JsonObject(), nullable=False))
     rto_seconds: float | None = Field(default=None, sa_column=Column("rto_seconds", Float()))
     rpo_seconds: float | None = Field(default=None, sa_column=Column("rpo_seconds", Float()))
     newest_restored_at: datetime | None = Field(
         default=None, sa_column=Column("newest_restored_at", UTCDateTime()))
-    verification: str | None = Field(default=None,
-                                     sa_column=Column("verification", Text()))  # JSON object
+    verification: dict[str, Any] | None = Field(default=None, sa_column=Column(
+        "verification", JsonObject()))
     summary: str | None = Field(default=None, sa_column=Column("summary", Text()))
     error: str | None = Field(default=None, sa_column=Column("error", Text()))
-    failed_step: str | None = Field(default=None, sa_column=Column("failed_step", String()))
+    failed_step: DrillStep | None = Field(default=None, sa_column=Column(
+        "failed_step", EnumText(DrillStep)))
     next_step: str | None = Field(default=None, sa_column=Column("next_step", Text()))
     cleanup_error: str | None = Field(default=None, sa_column=Column("cleanup_error", Text()))
     branch_deleted: bool = Field(default=False, sa_column=Column("branch_deleted", Boolean(),

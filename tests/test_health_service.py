@@ -189,7 +189,7 @@ def add_backup(store: SqlStore, age: timedelta, status: BackupStatus = BackupSta
                     created_at=created, expires_at=created + timedelta(days=30),
                     updated_at=now() - (updated_ago if updated_ago is not None else age),
                     branch_id=branch_id)
-    return store.add_backup(backup, AuditEvent("U0ALICE", "backup.requested",
+    return store.backups.add(backup, AuditEvent("U0ALICE", "backup.requested",
                                                backup.branch_name))
 
 
@@ -208,7 +208,7 @@ def add_request(store: SqlStore, state: RequestState, *, age: timedelta,
         updated_at=created, card_channel="C0APPROVALS", card_ts=card_ts, step=step,
         finished_at=now() - finished_ago if finished_ago is not None else None,
         error="Neon refused" if state == RequestState.FAILED else None)
-    return store.add_request(request, AuditEvent("U0ALICE", "request.created", request_id))
+    return store.requests.add(request, AuditEvent("U0ALICE", "request.created", request_id))
 
 
 def check_of(report: HealthReport, key: str) -> Check:
@@ -451,7 +451,7 @@ def test_waiting_requests_remind_the_approvers_once(slack, sqlite_store):
     assert reminded.id == old.id and waited >= timedelta(minutes=15)
     assert [e.action for e in sqlite_store.audit_for(old.id)] == [
         "request.created", "request.reminded"]
-    assert sqlite_store.get_request(young.id).extra == {}
+    assert sqlite_store.requests.get(young.id).extra == {}
 
 
 def test_a_reminder_slack_refuses_is_alerted_not_repeated(slack, sqlite_store):
@@ -507,7 +507,7 @@ def test_prune_deletes_only_what_the_policy_drops_and_only_lifeguard_backups(
     outcome = scheduled.execute_prune("U0BOB", view.plan_hash)
     assert sorted(outcome.deleted) == sorted(b.branch_name for b in drop)
     assert sorted(neon.deleted) == sorted(b.branch_name for b in drop)
-    assert all(sqlite_store.get_backup(b.id).status == BackupStatus.READY for b in keep)
+    assert all(sqlite_store.backups.get(b.id).status == BackupStatus.READY for b in keep)
     actions = [e.action for e in sqlite_store.entries() if e.subject == "prune"]
     assert actions == ["prune.planned", "prune.refused", "prune.confirmed", "prune.finished"]
     deleted = [e for e in sqlite_store.entries() if e.action == "backup.deleted"]

@@ -40,7 +40,7 @@ TEXTS = st.one_of(st.text(max_size=80), st.lists(FRAGMENTS, max_size=6).map(" ".
           suppress_health_check=[HealthCheck.too_slow])
 @given(TEXTS)
 def test_no_neon_mutation_and_no_request_for_refused_input(text: str) -> None:
-    before = len(STORE.list_requests(limit=10_000))
+    before = len(STORE.requests.list(limit=10_000))
     recorded = False
     try:
         parsed = parse_restore_command(text)
@@ -57,5 +57,5 @@ def test_no_neon_mutation_and_no_request_for_refused_input(text: str) -> None:
     except LifeguardError:
         pass
     assert NEON.mutations == []
-    after = len(STORE.list_requests(limit=10_000))
+    after = len(STORE.requests.list(limit=10_000))
     assert after == before + (1 if recorded else 0)

@@ -228,7 +228,7 @@ def test_concurrent_appends_from_two_stores_make_one_chain(database_url: str) ->
         barrier.wait()
         for i in range(per_thread):
             if i == 0:
-                s.add_backup(Backup(
+                s.backups.add(Backup(
                     id=f"bk-{worker}", branch_name=f"backup-20260113-1425{worker:02d}",
                     status=BackupStatus.REQUESTED, requested_by="U1", reason="", created_at=T0,
                     expires_at=T0, updated_at=T0), ev(worker, i=i))
@@ -242,7 +242,7 @@ def test_concurrent_appends_from_two_stores_make_one_chain(database_url: str) ->
         assert stores[0].verify() == (total, None)
         seqs = [e.seq for e in stores[1].entries()]
         assert seqs == list(range(1, total + 1))
-        assert len(stores[0].list_backups()) == threads
+        assert len(stores[0].backups.list()) == threads
     finally:
         for s in stores:
             s.close()

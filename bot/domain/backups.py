@@ -39,15 +39,19 @@ class Backup:
     created_at: datetime
     expires_at: datetime
     updated_at: datetime
+    version: int = 1  # bumped by every change: the compare-and-set token
     branch_id: str | None = None
     parent_branch_id: str | None = None
     operation_ids: tuple[str, ...] = ()
     error: str | None = None
-    channel_id: str | None = None
-    message_ts: str | None = None
+    channel_id: str | None = None  # where it was asked for
+    card_channel: str | None = None  # where its status card is
+    card_ts: str | None = None
     response_url: str | None = None
     deleted_by: str | None = None
     logical_size: int | None = None
+    step_started_at: datetime | None = None  # when the current status began
+    step_timings: dict[str, float] = field(default_factory=dict)  # status -> seconds
 
 
 def backup_branch_name(at: datetime) -> str:

@@ -142,6 +142,8 @@ class ChangeRequest:
     response_url: str | None = None
     finished_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    step_started_at: datetime | None = None  # when the current step began
+    step_timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
 
     @property
     def requester(self) -> str:

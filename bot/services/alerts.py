@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -38,7 +38,7 @@ from bot.domain.requests import (
     Step,
 )
 from bot.services.backups import BackupNotifier
-from bot.services.ports import MessageRef, RequestStore
+from bot.services.ports import MessageRef, Records
 from bot.services.restores import RequestNotifier
 
 log = logging.getLogger("lifeguard.alerts")
@@ -265,8 +265,12 @@ class ReminderNotifier(Protocol):
         ...
 
 
+class ReminderStore(Protocol):
+    requests: Records[ChangeRequest]
+
+
 class ApprovalReminders:
-    def __init__(self, store: RequestStore, notifier: ReminderNotifier, alerts: Alerts, *,
+    def __init__(self, store: ReminderStore, notifier: ReminderNotifier, alerts: Alerts, *,
                  after: timedelta,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
@@ -278,7 +282,7 @@ class ApprovalReminders:
     def due(self) -> list[ChangeRequest]:
         """Pending, not expired, waiting at least `after`, and not reminded yet."""
         now = self.now()
-        return [r for r in self.store.list_requests((RequestState.PENDING,), limit=500)
+        return [r for r in self.store.requests.list((RequestState.PENDING,), limit=500)
                 if now - r.created_at >= self.after and now < r.expires_at
                 and "reminded_at" not in r.extra]
 
@@ -290,12 +294,12 @@ class ApprovalReminders:
             waited = now - request.created_at
             # Recorded first, compare-and-set on the version: only one run wins. A request
             # changed meanwhile (approved, say) is looked at again next time.
-            updated = self.store.update_request(
-                request.id, request.version,
+            updated = self.store.requests.save(
+                replace(request, extra={**request.extra, "reminded_at": now.isoformat()}),
+                request.version,
                 AuditEvent(SYSTEM, REMINDED, request.id,
                            {"waited_seconds": int(waited.total_seconds()),
-                            "after_seconds": int(self.after.total_seconds())}),
-                extra={**request.extra, "reminded_at": now.isoformat()})
+                            "after_seconds": int(self.after.total_seconds())}))
             if updated is None:
                 continue
             try:

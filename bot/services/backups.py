@@ -8,7 +8,6 @@ the worker that took the command, or the reconciler after a crash or a redeploy.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,13 +28,12 @@ from bot.domain.errors import Conflict, DuplicateBackup, ExternalServiceError, N
 from bot.neon.errors import NeonError, NeonNotFound, NeonOperationTimeout
 from bot.neon.models import Branch, BranchChange, Operation
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import BackupStore, MessageRef
+from bot.services.ports import AuditLog, BackupRecords, MessageRef
+from bot.services.work import SYSTEM, WAIT, Change, Engine, Kind, Wait
 
 log = logging.getLogger("lifeguard.backups")
 
-SYSTEM = "system"
-LEASE_SECONDS = 20.0  # a crashed worker's backup is resumed by another after this
-WAIT_CHUNK_SECONDS = 5.0  # wait on Neon in chunks, renewing the lease between them
+WAIT_CHUNK_SECONDS = 5.0  # wait on Neon in chunks
 CREATION_DEADLINE = timedelta(minutes=30)
 
 
@@ -54,6 +52,10 @@ class BackupNeon(Protocol):
     def wait_for_operations(self, operations: Any, *,
                             timeout: float | None = None) -> list[Operation]: ...
     def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
+
+
+class BackupServiceStore(AuditLog, Protocol):
+    backups: BackupRecords
 
 
 class BackupNotifier(Protocol):
@@ -76,16 +78,24 @@ class Listing:
 
 
 class BackupService:
-    def __init__(self, store: BackupStore, neon: BackupNeon, notifier: BackupNotifier, *,
+    def __init__(self, store: BackupServiceStore, neon: BackupNeon, notifier: BackupNotifier, *,
                  retention: timedelta, worker_id: str | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.neon = neon
         self.notifier = notifier
         self.retention = retention
-        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.now = now
         self._last_recorded_name: str | None = None
+        self.work = Engine(Kind(
+            name="backup", step_of=_step_of,
+            steps={BackupStatus.REQUESTED: self._create_branch,
+                   BackupStatus.CREATING: self._wait_until_ready,
+                   BackupStatus.DELETING: self._delete_branch},
+            failed=_failed, show=notifier.backup_changed,
+            subject=lambda backup: backup.branch_name,
+            retried=frozenset({BackupStatus.CREATING})),  # the branch exists by then
+            store.backups, worker_id=worker_id, now=now)
 
     # --- taking a backup ----------------------------------------------------------------
 
@@ -97,7 +107,7 @@ class BackupService:
         # Refuse a same-second duplicate before queueing for the store's write lock: from
         # memory when this process recorded it, else with a read. The unique name in the
         # store still decides any race.
-        if name == self._last_recorded_name or self.store.backup_by_branch_name(name):
+        if name == self._last_recorded_name or self.store.backups.by_branch_name(name):
             raise self._same_second(name)
         backup = Backup(
             id=uuid.uuid4().hex,
@@ -108,6 +118,7 @@ class BackupService:
             created_at=created_at,
             expires_at=backup_expiry(created_at, self.retention),
             updated_at=created_at,
+            step_started_at=created_at,
             channel_id=channel_id,
             response_url=response_url,
         )
@@ -115,7 +126,7 @@ class BackupService:
                            {"backup_id": backup.id, "reason": reason,
                             "expires_at": backup.expires_at.isoformat()})
         try:
-            recorded = self.store.add_backup(backup, event)
+            recorded = self.store.backups.add(backup, event)
         except DuplicateBackup:
             raise self._same_second(name) from None
         self._last_recorded_name = name
@@ -127,66 +138,37 @@ class BackupService:
                         "`/backup list` shows it; wait a second to take another.")
 
     def advance(self, backup_id: str) -> Backup | None:
-        """Move one unfinished backup forward as far as it goes now. Safe to call from any
-        worker at any time: only the holder of the lease acts."""
-        # One lease owner per call, not per process: two threads of one process must not
-        # both think they hold the same backup.
-        owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
-        backup = self.store.claim_backup(backup_id, owner, LEASE_SECONDS)
-        if backup is None:
-            return None
-        try:
-            while backup.status in UNFINISHED_BACKUP_STATUSES:
-                step = {
-                    BackupStatus.REQUESTED: self._create_branch,
-                    BackupStatus.CREATING: self._wait_until_ready,
-                    BackupStatus.DELETING: self._delete_branch,
-                }[backup.status]
-                moved = step(backup, owner)
-                if moved is None:  # waiting on Neon, or another worker moved it
-                    break
-                backup = self._show(moved)
-            return backup
-        finally:
-            self.store.release_backup(backup_id, owner)
+        """Move one unfinished backup forward as far as it goes now (bot.services.work)."""
+        return self.work.advance(backup_id)
 
     def settle(self, backup_id: str, timeout: float = 120.0, poll: float = 0.5) -> Backup | None:
         """Advance the backup, or, when another worker holds it, wait for that worker to
         finish (bounded): for answering the person who is waiting on it."""
-        deadline = time.monotonic() + timeout
-        backup = self.advance(backup_id) or self.store.get_backup(backup_id)
-        while (backup is not None and backup.status in UNFINISHED_BACKUP_STATUSES
-               and time.monotonic() < deadline):
-            time.sleep(poll)
-            backup = self.store.get_backup(backup_id)
-        return backup
+        return self.work.settle(backup_id, is_open=lambda b: _step_of(b) is not None,
+                                timeout=timeout, poll=poll)
 
-    def _create_branch(self, backup: Backup, owner: str) -> Backup | None:
-        try:
-            # A crash after Neon accepted the create but before we stored it leaves the
-            # branch behind: adopt it instead of creating a second one.
-            existing = self.neon.find_branch_by_name(backup.branch_name)
-            if existing is not None:
-                change = BranchChange(branch=existing)
-            else:
-                parent = self.neon.default_branch()
-                change = self.neon.create_branch(
-                    backup.branch_name, parent_id=parent.id, expires_at=backup.expires_at)
-        except NeonError as error:
-            return self._fail(backup, error)
-        return self.store.update_backup(
-            backup.id, BackupStatus.REQUESTED,
-            AuditEvent(SYSTEM, "backup.creating", backup.branch_name,
-                       {"backup_id": backup.id, "branch_id": change.branch.id,
-                        "parent_branch_id": change.branch.parent_id,
-                        "operation_ids": [op.id for op in change.operations]}),
-            status=BackupStatus.CREATING,
-            branch_id=change.branch.id,
-            parent_branch_id=change.branch.parent_id,
-            operation_ids=tuple(op.id for op in change.operations),
-        )
+    def get(self, backup_id: str) -> Backup | None:
+        return self.store.backups.get(backup_id)
 
-    def _wait_until_ready(self, backup: Backup, owner: str) -> Backup | None:
+    def _create_branch(self, backup: Backup) -> Change[Backup]:
+        # A crash after Neon accepted the create but before we stored it leaves the
+        # branch behind: adopt it instead of creating a second one.
+        existing = self.neon.find_branch_by_name(backup.branch_name)
+        if existing is not None:
+            change = BranchChange(branch=existing)
+        else:
+            parent = self.neon.default_branch()
+            change = self.neon.create_branch(
+                backup.branch_name, parent_id=parent.id, expires_at=backup.expires_at)
+        operation_ids = tuple(op.id for op in change.operations)
+        return Change(
+            replace(backup, status=BackupStatus.CREATING, branch_id=change.branch.id,
+                    parent_branch_id=change.branch.parent_id, operation_ids=operation_ids),
+            "backup.creating",
+            {"backup_id": backup.id, "branch_id": change.branch.id,
+             "parent_branch_id": change.branch.parent_id, "operation_ids": operation_ids})
+
+    def _wait_until_ready(self, backup: Backup) -> Change[Backup] | Wait:
         assert backup.branch_id is not None
         try:
             if backup.operation_ids:
@@ -196,51 +178,21 @@ class BackupService:
                                                      timeout=WAIT_CHUNK_SECONDS)
         except NeonOperationTimeout:
             if self.now() - backup.created_at > CREATION_DEADLINE:
-                return self._fail(backup, None, "Neon did not finish creating the branch "
-                                  f"within {CREATION_DEADLINE}.")
-            self.store.claim_backup(backup.id, owner, LEASE_SECONDS)
-            return self.store.get_backup(backup.id)
-        except NeonError as error:
-            return self._fail(backup, error)
+                return _failed(backup, "Neon did not finish creating the branch within "
+                               f"{CREATION_DEADLINE}.")
+            return WAIT
         took = (self.now() - backup.created_at).total_seconds()
-        return self.store.update_backup(
-            backup.id, BackupStatus.CREATING,
-            AuditEvent(SYSTEM, "backup.ready", backup.branch_name,
-                       {"backup_id": backup.id, "branch_id": branch.id,
-                        "logical_size": branch.logical_size, "seconds": round(took, 1)}),
-            status=BackupStatus.READY, logical_size=branch.logical_size, error=None,
-        )
-
-    def _fail(self, backup: Backup, error: NeonError | None, text: str | None = None
-              ) -> Backup | None:
-        message = text or (explain_neon_error(error) if error else "unknown failure")
-        details: dict[str, Any] = {"backup_id": backup.id, "error": message}
-        if error is not None:
-            details |= {"neon_status": error.status, "neon_request_id": error.request_id}
-        log.warning("backup %s failed: %s", backup.branch_name, message)
-        return self.store.update_backup(
-            backup.id, backup.status,
-            AuditEvent(SYSTEM, "backup.failed", backup.branch_name, details),
-            status=BackupStatus.FAILED, error=message,
-        )
-
-    def _show(self, backup: Backup) -> Backup:
-        """Tell Slack; remember where a new status message went."""
-        try:
-            posted = self.notifier.backup_changed(backup)
-        except Exception:  # Slack trouble must never stop the backup itself
-            log.exception("could not show backup %s in Slack", backup.branch_name)
-            return backup
-        if posted is None:
-            return backup
-        updated = self.store.update_backup(backup.id, backup.status, None,
-                                           channel_id=posted.channel_id, message_ts=posted.ts)
-        return updated or replace(backup, channel_id=posted.channel_id, message_ts=posted.ts)
+        return Change(
+            replace(backup, status=BackupStatus.READY, logical_size=branch.logical_size,
+                    error=None),
+            "backup.ready",
+            {"backup_id": backup.id, "branch_id": branch.id,
+             "logical_size": branch.logical_size, "seconds": round(took, 1)})
 
     # --- listing ------------------------------------------------------------------------
 
     def list_backups(self) -> Listing:
-        records = self.store.list_backups((BackupStatus.READY, *UNFINISHED_BACKUP_STATUSES))
+        records = self.store.backups.list((BackupStatus.READY, *UNFINISHED_BACKUP_STATUSES))
         try:
             branches = {b.name: b for b in self.neon.list_branches(search="backup-")}
         except NeonError as error:
@@ -252,7 +204,7 @@ class BackupService:
     def prepare_delete(self, user_id: str, branch_name: str) -> Backup:
         """Check that the branch is a backup Lifeguard took and may delete; raise otherwise.
         Checks the store first (no Neon call for a branch that is not ours)."""
-        backup = self.store.backup_by_branch_name(branch_name)
+        backup = self.store.backups.by_branch_name(branch_name)
         recorded = backup is not None and backup.status in (BackupStatus.READY,
                                                             BackupStatus.DELETING)
         try:
@@ -285,28 +237,29 @@ class BackupService:
 
     def confirm_delete(self, user_id: str, backup_id: str) -> Backup:
         """Record the confirmed deletion durably; `advance` carries it out."""
-        backup = self.store.get_backup(backup_id)
+        backup = self.store.backups.get(backup_id)
         if backup is None or not is_backup_name(backup.branch_name):
             raise NotFound("That backup is not known to Lifeguard.")
-        confirmed = self.store.update_backup(
-            backup_id, BackupStatus.READY,
-            AuditEvent(user_id, "backup.delete_confirmed", backup.branch_name,
-                       {"backup_id": backup_id, "branch_id": backup.branch_id}),
-            status=BackupStatus.DELETING, deleted_by=user_id,
-        )
+        confirmed = None
+        if backup.status == BackupStatus.READY:
+            confirmed = self.store.backups.save(
+                replace(backup, status=BackupStatus.DELETING, deleted_by=user_id),
+                backup.version,
+                AuditEvent(user_id, "backup.delete_confirmed", backup.branch_name,
+                           {"backup_id": backup_id, "branch_id": backup.branch_id}))
         if confirmed is None:
             raise Conflict(f"`{backup.branch_name}` is {backup.status.value}; "
                            "it cannot be deleted now.")
         return confirmed
 
     def cancel_delete(self, user_id: str, backup_id: str) -> Backup | None:
-        backup = self.store.get_backup(backup_id)
+        backup = self.store.backups.get(backup_id)
         if backup is not None:
             self.store.append(AuditEvent(user_id, "backup.delete_cancelled",
                                          backup.branch_name, {"backup_id": backup_id}))
         return backup
 
-    def _delete_branch(self, backup: Backup, owner: str) -> Backup | None:
+    def _delete_branch(self, backup: Backup) -> Change[Backup] | Wait:
         assert backup.branch_id is not None
         try:
             branch = self.neon.get_branch(backup.branch_id)
@@ -319,41 +272,34 @@ class BackupService:
         except NeonNotFound:
             pass  # already gone: the goal is reached
         except NotAllowed as refusal:
-            return self.store.update_backup(
-                backup.id, BackupStatus.DELETING,
-                AuditEvent(SYSTEM, "backup.delete_refused", backup.branch_name,
-                           {"backup_id": backup.id, "reason": str(refusal)}),
-                status=BackupStatus.READY, error=str(refusal))
+            return Change(replace(backup, status=BackupStatus.READY, error=str(refusal)),
+                          "backup.delete_refused",
+                          {"backup_id": backup.id, "reason": str(refusal)})
         except NeonOperationTimeout:
-            self.store.claim_backup(backup.id, owner, LEASE_SECONDS)
-            return None  # the reconciler looks again
+            return WAIT
         except NeonError as error:
-            return self.store.update_backup(
-                backup.id, BackupStatus.DELETING,
-                AuditEvent(SYSTEM, "backup.delete_failed", backup.branch_name,
-                           {"backup_id": backup.id, "error": explain_neon_error(error),
-                            "neon_request_id": error.request_id}),
-                status=BackupStatus.READY, error=explain_neon_error(error))
-        return self.store.update_backup(
-            backup.id, BackupStatus.DELETING,
-            AuditEvent(backup.deleted_by or SYSTEM, "backup.deleted", backup.branch_name,
-                       {"backup_id": backup.id, "branch_id": backup.branch_id}),
-            status=BackupStatus.DELETED, error=None,
-        )
+            return Change(
+                replace(backup, status=BackupStatus.READY, error=explain_neon_error(error)),
+                "backup.delete_failed",
+                {"backup_id": backup.id, "error": explain_neon_error(error),
+                 "neon_request_id": error.request_id})
+        return Change(replace(backup, status=BackupStatus.DELETED, error=None),
+                      "backup.deleted", {"backup_id": backup.id, "branch_id": backup.branch_id},
+                      actor=backup.deleted_by or SYSTEM)
 
     def recent(self, limit: int = 10) -> list[Backup]:
-        return self.store.list_backups()[:limit]
+        return self.store.backups.list(limit=limit)
 
     # --- the reconciler's part ------------------------------------------------------------
 
     def unfinished(self) -> list[Backup]:
-        return self.store.list_backups(UNFINISHED_BACKUP_STATUSES)
+        return self.store.backups.list(UNFINISHED_BACKUP_STATUSES)
 
     def mark_expired(self) -> list[Backup]:
         """Backups Neon has removed at their expiry are recorded as deleted."""
         expired: list[Backup] = []
         now = self.now()
-        for backup in self.store.list_backups((BackupStatus.READY,)):
+        for backup in self.store.backups.list((BackupStatus.READY,)):
             if backup.expires_at > now or backup.branch_id is None:
                 continue
             try:
@@ -363,11 +309,22 @@ class BackupService:
                 pass
             except NeonError:
                 continue  # cannot tell now: look again next time
-            done = self.store.update_backup(
-                backup.id, BackupStatus.READY,
+            done = self.store.backups.save(
+                replace(backup, status=BackupStatus.DELETED), backup.version,
                 AuditEvent(SYSTEM, "backup.expired", backup.branch_name,
-                           {"backup_id": backup.id, "expires_at": backup.expires_at.isoformat()}),
-                status=BackupStatus.DELETED)
+                           {"backup_id": backup.id, "expires_at": backup.expires_at.isoformat()}))
             if done is not None:
                 expired.append(done)
         return expired
+
+
+# --- the steps' shared rules -----------------------------------------------------------
+
+
+def _step_of(backup: Backup) -> str | None:
+    return backup.status.value if backup.status in UNFINISHED_BACKUP_STATUSES else None
+
+
+def _failed(backup: Backup, reason: str) -> Change[Backup]:
+    return Change(replace(backup, status=BackupStatus.FAILED, error=reason), "backup.failed",
+                  {"backup_id": backup.id, "error": reason})

@@ -22,11 +22,7 @@ in the restored data (bot.domain.drills).
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -47,34 +43,26 @@ from bot.domain.drills import (
     seconds_between,
 )
 from bot.domain.durations import format_duration, humanize_age
-from bot.domain.errors import Conflict, DuplicateDrill, NotAllowed, NotFound
+from bot.domain.errors import Conflict, DuplicateDrill, NotFound
 from bot.neon.errors import (
     NeonError,
-    NeonLocked,
     NeonNotFound,
     NeonOperationTimeout,
-    NeonRateLimited,
-    NeonServerError,
-    NeonUnreachable,
 )
 from bot.neon.models import BranchChange
-from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
-from bot.services.cards import show_and_remember
+from bot.services.branches import BranchAccess, branch_connection_uri
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import AuditLog, DrillStore, MessageRef
+from bot.services.ports import AuditLog, DrillRecords, MessageRef
 from bot.services.verification import VerificationReport, Verifier
+from bot.services.work import TRANSIENT_ERRORS, WAIT, Change, Engine, Kind, Wait
 
 log = logging.getLogger("lifeguard.drills")
 
-SYSTEM = "system"
-LEASE_SECONDS = 20.0  # a crashed worker's drill is resumed by another after this
-LEASE_RENEW_SECONDS = LEASE_SECONDS / 4  # the holder renews it this often while it works
 WAIT_CHUNK_SECONDS = 5.0  # wait on Neon in chunks
 WAIT_DEADLINE = timedelta(minutes=30)  # Neon must have made the branch ready by then
 DELETE_DEADLINE = timedelta(minutes=30)  # transient trouble deleting is retried this long
 # A safety net, should the drill never reach its delete step: Neon removes the branch.
 BRANCH_EXPIRY = timedelta(days=1)
-_TRANSIENT = (NeonLocked, NeonRateLimited, NeonServerError, NeonUnreachable)
 
 
 class DrillNeon(BranchAccess, Protocol):
@@ -89,8 +77,19 @@ class DrillNotifier(Protocol):
         ...
 
 
-class DrillServiceStore(DrillStore, AuditLog, Protocol):
-    pass
+class DrillServiceStore(AuditLog, Protocol):
+    drills: DrillRecords
+
+    def audit_for(self, subject: str) -> list[AuditEntry]: ...
+
+
+START = "start"  # a requested drill's first step: it starts running
+
+
+def _step_of(drill: Drill) -> str | None:
+    if drill.state == DrillState.REQUESTED:
+        return START
+    return drill.step.value if drill.state == DrillState.RUNNING else None
 
 
 @dataclass(frozen=True)
@@ -113,8 +112,17 @@ class DrillService:
         self.notifier = notifier
         self.verifier = verifier
         self.target_age = target_age
-        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.now = now
+        self.work = Engine(Kind(
+            name="drill", step_of=_step_of,
+            steps={START: self._start, DrillStep.CREATE_BRANCH: self._create_branch,
+                   DrillStep.WAIT_BRANCH: self._wait, DrillStep.VERIFY: self._verify,
+                   DrillStep.DELETE_BRANCH: self._delete_branch,
+                   DrillStep.DONE: self._finish},
+            failed=self._failed, show=notifier.drill_changed,
+            retried=frozenset({DrillStep.WAIT_BRANCH, DrillStep.VERIFY,
+                               DrillStep.DELETE_BRANCH}),
+            retry_for=DELETE_DEADLINE), store.drills, worker_id=worker_id, now=now)
 
     # --- starting -----------------------------------------------------------------------
 
@@ -133,21 +141,21 @@ class DrillService:
             "target_instant": drill.target_instant.isoformat(),
             "target_age": format_duration(self.target_age)})
         try:
-            return self.store.add_drill(drill, event)
+            return self.store.drills.add(drill, event)
         except DuplicateDrill:
             self._refuse_if_open()  # lost a race with another start: say which drill won
         # a drill of this same second ended already: its branch name is taken
         drill = replace(drill, branch_name=drill_branch_name(now, drill.id))
         event = replace(event, details={**event.details, "branch_name": drill.branch_name})
         try:
-            return self.store.add_drill(drill, event)
+            return self.store.drills.add(drill, event)
         except DuplicateDrill:
             self._refuse_if_open()
             raise Conflict("Another drill was started at this same moment; `/drill status` "
                            "shows it.") from None
 
     def _refuse_if_open(self) -> None:
-        running = self.store.list_drills(OPEN_DRILL_STATES, limit=1)
+        running = self.store.drills.list(OPEN_DRILL_STATES, limit=1)
         if running:
             other = running[0]
             raise Conflict(f"Drill `{other.id}` (started by <@{other.started_by}>) is still "
@@ -158,89 +166,29 @@ class DrillService:
 
     def runnable(self) -> list[Drill]:
         """Drills the reconciler should move forward."""
-        return self.store.list_drills(OPEN_DRILL_STATES, limit=50)
+        return self.store.drills.list(OPEN_DRILL_STATES, limit=50)
 
     def advance(self, drill_id: str) -> Drill | None:
-        """Move an open drill forward as far as it goes now. Only the holder of the lease
-        acts (renewing it while it works); safe to call from any worker at any time.
-        None when another worker holds it."""
-        owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
-        drill = self.store.claim_drill(drill_id, owner, LEASE_SECONDS)
-        if drill is None:
-            return None
-        try:
-            with self._lease_kept(drill_id, owner) as lost:
-                while drill.is_open and not lost.is_set():
-                    moved = self._step(drill)
-                    if moved is None:  # another change got there first, or wait for later
-                        break
-                    if moved.version != drill.version:
-                        moved = self._show(moved)
-                    drill = moved
-            return drill
-        finally:
-            self.store.release_drill(drill_id, owner)
+        """Move an open drill forward as far as it goes now (bot.services.work). None
+        when another worker holds it."""
+        return self.work.advance(drill_id)
 
     def settle(self, drill_id: str, timeout: float = 300.0, poll: float = 0.5) -> Drill:
         """Advance, or wait (bounded) for the worker that holds it."""
-        deadline = time.monotonic() + timeout
-        drill = self.advance(drill_id) or self.get(drill_id)
-        while drill.is_open and time.monotonic() < deadline:
-            time.sleep(poll)
-            drill = self.advance(drill_id) or self.get(drill_id)
-        return drill
+        settled = self.work.settle(drill_id, is_open=lambda d: d.is_open, timeout=timeout,
+                                   poll=poll)
+        return settled or self.get(drill_id)
 
-    @contextmanager
-    def _lease_kept(self, drill_id: str, owner: str) -> Iterator[threading.Event]:
-        """Renew the lease in the background while the steps run (a verification or a
-        wait can outlast one lease); the event is set if the lease was lost."""
-        stop, lost = threading.Event(), threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(LEASE_RENEW_SECONDS):
-                try:
-                    if self.store.claim_drill(drill_id, owner, LEASE_SECONDS) is None:
-                        lost.set()
-                        return
-                except Exception:  # the store hiccuped: try again at the next tick
-                    log.exception("could not renew the lease of drill %s", drill_id)
-
-        keeper = threading.Thread(target=renew, name=f"drill-lease-{drill_id}", daemon=True)
-        keeper.start()
-        try:
-            yield lost
-        finally:
-            stop.set()
-            keeper.join(timeout=LEASE_RENEW_SECONDS * 2)
-
-    def _step(self, drill: Drill) -> Drill | None:
-        if drill.state == DrillState.REQUESTED:
-            now = self.now()
-            return self._set(drill, "drill.started", {"branch_name": drill.branch_name},
-                             state=DrillState.RUNNING, step=DrillStep.CREATE_BRANCH,
-                             started_at=now, step_started_at=now)
-        if drill.step == DrillStep.DELETE_BRANCH:
-            return self._delete_branch(drill)
-        if drill.step == DrillStep.DONE:
-            return self._finish(drill)
-        try:
-            if drill.step == DrillStep.CREATE_BRANCH:
-                return self._create_branch(drill)
-            if drill.step == DrillStep.WAIT_BRANCH:
-                return self._wait(drill)
-            if drill.step == DrillStep.VERIFY:
-                return self._verify(drill)
-        except NotAllowed as refusal:
-            return self._fail(drill, str(refusal))
-        except NeonError as error:
-            return self._fail(drill, explain_neon_error(error), error=error)
-        return self._fail(drill, f"unknown step {drill.step}")
+    def _start(self, drill: Drill) -> Change[Drill]:
+        return Change(replace(drill, state=DrillState.RUNNING, step=DrillStep.CREATE_BRANCH,
+                              started_at=self.now()),
+                      "drill.started", {"step": drill.step, "branch_name": drill.branch_name})
 
     def _create_branch(self, drill: Drill) -> Drill | None:
         project = self.neon.get_project()
         window = timedelta(seconds=project.history_retention_seconds)
         if drill.target_instant < self.now() - window:
-            return self._fail(
+            return self._step_failed(
                 drill, f"The target instant {_utc_text(drill.target_instant)} is outside the "
                 f"project's restore window ({humanize_age(window)}); Neon cannot restore it.",
                 next_step=f"Set DRILL_TARGET_AGE (now {format_duration(self.target_age)}) "
@@ -254,21 +202,19 @@ class DrillService:
             change = self.neon.create_branch(
                 drill.branch_name, parent_id=source.id, parent_timestamp=drill.target_instant,
                 expires_at=self.now() + BRANCH_EXPIRY, with_endpoint=True)
-        now = self.now()
-        return self._set(
-            drill, "drill.branch_created",
-            {"branch_id": change.branch.id, "source": source.name,
-             "target_instant": drill.target_instant.isoformat(),
-             "operation_ids": [op.id for op in change.operations]},
-            step=DrillStep.WAIT_BRANCH, branch_id=change.branch.id,
-            source_branch_id=source.id, source_branch_name=source.name,
-            operation_ids=tuple(op.id for op in change.operations),
-            step_timings=self._timed(drill, now), step_started_at=now)
+        operation_ids = tuple(op.id for op in change.operations)
+        return Change(
+            replace(drill, step=DrillStep.WAIT_BRANCH, branch_id=change.branch.id,
+                    source_branch_id=source.id, source_branch_name=source.name,
+                    operation_ids=operation_ids),
+            "drill.branch_created",
+            {"step": drill.step, "branch_id": change.branch.id, "source": source.name,
+             "target_instant": drill.target_instant, "operation_ids": operation_ids})
 
-    def _wait(self, drill: Drill) -> Drill | None:
+    def _wait(self, drill: Drill) -> Change[Drill] | Wait:
         assert drill.branch_id is not None
         if self.now() - (drill.step_started_at or drill.updated_at) > WAIT_DEADLINE:
-            return self._fail(drill, f"Neon did not make the drill branch ready within "
+            return self._step_failed(drill, f"Neon did not make the drill branch ready within "
                               f"{humanize_age(WAIT_DEADLINE)}.",
                               next_step="Look at the project's operations in the Neon "
                               "console; run `/drill start` again once Neon is healthy.")
@@ -278,14 +224,11 @@ class DrillService:
                                               timeout=WAIT_CHUNK_SECONDS)
             self.neon.wait_for_branch_ready(drill.branch_id, timeout=WAIT_CHUNK_SECONDS)
         except NeonOperationTimeout:
-            return drill  # still working: wait another chunk (the lease is kept)
-        now = self.now()
-        timings = self._timed(drill, now)
-        return self._set(drill, "drill.branch_ready",
-                         {"seconds": timings[DrillStep.WAIT_BRANCH.value]},
-                         step=DrillStep.VERIFY, step_timings=timings, step_started_at=now)
+            return WAIT  # still working: wait another chunk (the lease is kept)
+        return Change(replace(drill, step=DrillStep.VERIFY), "drill.branch_ready",
+                      {"step": drill.step, "seconds": self._in_step(drill)})
 
-    def _verify(self, drill: Drill) -> Drill | None:
+    def _verify(self, drill: Drill) -> Change[Drill]:
         assert drill.branch_id is not None and drill.source_branch_id is not None
         source_name = drill.source_branch_name or "production"
         # Production has moved on since the target instant: differences are expected and
@@ -298,26 +241,27 @@ class DrillService:
         rpo = rpo_seconds(drill.target_instant, newest)
         ok = report.ok and report.compared_tables > 0
         summary = report.summary()
-        changes: dict[str, Any] = {
-            "verification": report.to_dict(), "summary": summary, "rpo_seconds": rpo,
-            "newest_restored_at": newest, "step_timings": self._timed(drill, now),
-            "step": DrillStep.DELETE_BRANCH, "step_started_at": now}
-        details: dict[str, Any] = {"ok": ok, "compared_tables": report.compared_tables,
+        verified = replace(drill, verification=report.to_dict(), summary=summary,
+                           rpo_seconds=rpo, newest_restored_at=newest,
+                           step=DrillStep.DELETE_BRANCH)
+        details: dict[str, Any] = {"step": drill.step, "ok": ok,
+                                   "compared_tables": report.compared_tables,
                                    "summary": summary, "rpo_seconds": rpo}
         if ok:
             assert drill.started_at is not None
-            changes["rto_seconds"] = details["rto_seconds"] = rto_seconds(drill.started_at,
-                                                                          now)
+            verified = replace(verified, rto_seconds=rto_seconds(drill.started_at, now))
+            details["rto_seconds"] = verified.rto_seconds
         else:
             error, advice = _verification_failure(report, drill, source_name, self.target_age)
-            changes |= {"error": error, "failed_step": DrillStep.VERIFY, "next_step": advice}
+            verified = replace(verified, error=error, failed_step=DrillStep.VERIFY,
+                               next_step=advice)
             details["error"] = error
             log.warning("drill %s failed its verification: %s", drill.id, error)
-        return self._set(drill, "drill.verified", details, **changes)
+        return Change(verified, "drill.verified", details)
 
-    def _delete_branch(self, drill: Drill) -> Drill | None:
+    def _delete_branch(self, drill: Drill) -> Change[Drill] | Wait:
         """Delete the drill branch, whatever happened before. Gone already counts as done.
-        Transient Neon trouble is retried (by the reconciler) until DELETE_DEADLINE."""
+        Transient Neon trouble is retried (by the engine) until DELETE_DEADLINE."""
         try:
             branch_id = drill.branch_id
             if branch_id is None:  # a create whose answer was lost may still have made it
@@ -339,25 +283,18 @@ class DrillService:
         except NeonNotFound:
             pass  # gone already: the goal is reached
         except NeonOperationTimeout:
-            return drill  # deleting: look again (the branch is then not found)
-        except _TRANSIENT as error:
-            if self.now() - (drill.step_started_at or drill.updated_at) < DELETE_DEADLINE:
-                log.warning("drill %s: deleting %s failed for now (%s); the reconciler "
-                            "tries again", drill.id, drill.branch_name, error)
-                return None
-            return self._cleanup_failed(drill, explain_neon_error(error), None, error)
+            return WAIT  # deleting: look again (the branch is then not found)
+        except TRANSIENT_ERRORS:
+            raise  # the engine tries again, with backoff, until DELETE_DEADLINE
         except NeonError as error:
             return self._cleanup_failed(drill, explain_neon_error(error), None, error)
-        now = self.now()
-        timings = self._timed(drill, now)
-        return self._set(drill, "drill.branch_deleted",
-                         {"branch_name": drill.branch_name, "branch_id": drill.branch_id,
-                          "seconds": timings[DrillStep.DELETE_BRANCH.value]},
-                         branch_deleted=True, step=DrillStep.DONE, step_timings=timings,
-                         step_started_at=now)
+        return Change(replace(drill, branch_deleted=True, step=DrillStep.DONE),
+                      "drill.branch_deleted",
+                      {"step": drill.step, "branch_name": drill.branch_name,
+                       "branch_id": drill.branch_id, "seconds": self._in_step(drill)})
 
     def _cleanup_failed(self, drill: Drill, why: str, advice: str | None,
-                        error: NeonError | None = None) -> Drill | None:
+                        error: NeonError | None = None) -> Change[Drill]:
         message = f"The drill branch `{drill.branch_name}` could not be deleted: {why}"
         advice = advice or (f"Delete branch `{drill.branch_name}` in the Neon console "
                             "(Branches → … → Delete); Neon also removes it by itself at its "
@@ -366,87 +303,70 @@ class DrillService:
         details: dict[str, Any] = {"error": message}
         if error is not None:
             details |= {"neon_status": error.status, "neon_request_id": error.request_id}
-        now = self.now()
-        return self._set(drill, "drill.cleanup_failed", details, cleanup_error=message,
-                         next_step=" ".join(filter(None, (drill.next_step, advice))),
-                         step=DrillStep.DONE, step_timings=self._timed(drill, now),
-                         step_started_at=now)
+        return Change(replace(drill, cleanup_error=message, step=DrillStep.DONE,
+                              next_step=" ".join(filter(None, (drill.next_step, advice)))),
+                      "drill.cleanup_failed", {"step": drill.step} | details)
 
-    def _finish(self, drill: Drill) -> Drill | None:
+    def _finish(self, drill: Drill) -> Change[Drill]:
         now = self.now()
         if drill.failing:
-            return self._set(drill, "drill.failed", {
-                "error": drill.error, "failed_step": drill.failed_step,
-                "cleanup_error": drill.cleanup_error, "next_step": drill.next_step,
-                "branch_deleted": drill.branch_deleted, "step_timings": drill.step_timings},
-                state=DrillState.FAILED, finished_at=now)
-        return self._set(drill, "drill.succeeded", {
-            "rto_seconds": drill.rto_seconds, "rpo_seconds": drill.rpo_seconds,
-            "summary": drill.summary, "step_timings": drill.step_timings},
-            state=DrillState.SUCCEEDED, finished_at=now)
+            return Change(replace(drill, state=DrillState.FAILED, finished_at=now),
+                          "drill.failed", {
+                              "step": drill.step, "error": drill.error,
+                              "failed_step": drill.failed_step,
+                              "cleanup_error": drill.cleanup_error,
+                              "next_step": drill.next_step,
+                              "branch_deleted": drill.branch_deleted,
+                              "step_timings": drill.step_timings})
+        return Change(replace(drill, state=DrillState.SUCCEEDED, finished_at=now),
+                      "drill.succeeded", {
+                          "step": drill.step, "rto_seconds": drill.rto_seconds,
+                          "rpo_seconds": drill.rpo_seconds, "summary": drill.summary,
+                          "step_timings": drill.step_timings})
 
-    def _fail(self, drill: Drill, message: str, *, next_step: str | None = None,
-              error: NeonError | None = None) -> Drill | None:
+    def _failed(self, drill: Drill, reason: str) -> Change[Drill]:
+        """A step failed (the engine's one way to fail): go on to delete the drill branch;
+        when deleting it is what failed, the drill ends saying what is left."""
+        if drill.step == DrillStep.DELETE_BRANCH:
+            return self._cleanup_failed(drill, reason, None)
+        return self._step_failed(drill, reason)
+
+    def _step_failed(self, drill: Drill, message: str, *,
+                     next_step: str | None = None) -> Change[Drill]:
         """The step failed: say so, then go on to delete the drill branch."""
         log.warning("drill %s failed at %s: %s", drill.id, drill.step.value, message)
-        now = self.now()
-        details: dict[str, Any] = {"error": message, "step": drill.step.value}
-        if error is not None:
-            details |= {"neon_status": error.status, "neon_request_id": error.request_id}
         advice = next_step or ("Fix the cause named above, then run `/drill start` again; "
                                f"`/drill status` shows this drill (`{drill.id}`).")
-        return self._set(drill, "drill.step_failed", details, error=message,
-                         failed_step=drill.step, next_step=advice,
-                         step=DrillStep.DELETE_BRANCH, step_timings=self._timed(drill, now),
-                         step_started_at=now)
+        return Change(replace(drill, error=message, failed_step=drill.step, next_step=advice,
+                              step=DrillStep.DELETE_BRANCH),
+                      "drill.step_failed", {"error": message, "step": drill.step})
 
-    @staticmethod
-    def _timed(drill: Drill, now: datetime) -> dict[str, float]:
-        """The drill's step timings with the current step's time added."""
-        timings = dict(drill.step_timings)
-        if drill.step_started_at is not None:
-            timings[drill.step.value] = seconds_between(drill.step_started_at, now)
-        return timings
-
-    def _set(self, drill: Drill, action: str | None, details: dict[str, Any] | None = None,
-             **changes: Any) -> Drill | None:
-        event = None
-        if action is not None:
-            event = AuditEvent(SYSTEM, action, drill.id, {
-                "step": drill.step.value, **{k: jsonable(v) for k, v in (details or {}).items()}})
-        return self.store.update_drill(drill.id, drill.version, event, **changes)
-
-    # --- showing ------------------------------------------------------------------------
-
-    def _show(self, drill: Drill) -> Drill:
-        return show_and_remember(
-            drill, show=self.notifier.drill_changed,
-            remember=lambda d, card: self.store.update_drill(
-                d.id, d.version, None, card_channel=card.channel_id, card_ts=card.ts),
-            reload=lambda: self.get(drill.id), what=f"drill {drill.id}")
+    def _in_step(self, drill: Drill) -> float:
+        """Seconds since the drill's current step began."""
+        return seconds_between(drill.step_started_at or drill.updated_at, self.now())
 
     # --- reading ------------------------------------------------------------------------
 
     def get(self, drill_id: str) -> Drill:
-        drill = self.store.get_drill(drill_id.strip().lower())
+        drill = self.store.drills.get(drill_id.strip().lower())
         if drill is None:
             raise NotFound(f"There is no drill `{drill_id}`. `/drill history` lists them.")
         return drill
 
     def status(self) -> DrillOverview:
-        latest = self.store.list_drills(None, limit=1)
+        latest = self.store.drills.list(None, limit=1)
         current = latest[0] if latest and latest[0].is_open else None
         if current is None:  # an older drill still open (clocks), however unlikely
-            running = self.store.list_drills(OPEN_DRILL_STATES, limit=1)
+            running = self.store.drills.list(OPEN_DRILL_STATES, limit=1)
             current = running[0] if running else None
         return DrillOverview(current=current, latest=latest[0] if latest else None,
                              last_success=self.last_success())
 
     def history(self, limit: int = 10) -> list[Drill]:
-        return self.store.list_drills(None, limit=limit)
+        return self.store.drills.list(None, limit=limit)
 
     def last_success(self) -> Drill | None:
-        return self.store.last_successful_drill()
+        return self.store.drills.last_successful()
 
     def audit(self, drill_id: str) -> list[AuditEntry]:
         return self.store.audit_for(drill_id)

@@ -44,6 +44,7 @@ from bot.neon.errors import NeonError
 from bot.neon.models import Branch, Project
 from bot.services.alerts import JobResult
 from bot.services.neon_errors import explain_neon_error
+from bot.services.ports import Records
 
 log = logging.getLogger("lifeguard.health")
 T = TypeVar("T")
@@ -64,10 +65,9 @@ class HealthNeon(Protocol):
 
 
 class HealthStore(Protocol):
-    def list_backups(self, statuses: tuple[BackupStatus, ...] | None = None
-                     ) -> list[Backup]: ...
-    def list_requests(self, states: tuple[RequestState, ...] | None = None,
-                      limit: int = 50) -> list[ChangeRequest]: ...
+    backups: Records[Backup]
+    requests: Records[ChangeRequest]
+
     def audit_for(self, subject: str) -> list[AuditEntry]: ...
     def append(self, event: AuditEvent) -> AuditEntry: ...
 
@@ -150,7 +150,7 @@ class HealthService:
         return HealthReport(checks, rules.overall(checks), now, tuple(problems))
 
     def _newest_backup(self) -> datetime | None:
-        ready = self.store.list_backups((BackupStatus.READY,))
+        ready = self.store.backups.list((BackupStatus.READY,))
         return max((b.created_at for b in ready), default=None)
 
     def _storage(self, project: Project | None, branches: list[Branch] | None) -> Check:
@@ -174,14 +174,14 @@ class HealthService:
     def _failed_and_stuck(self, now: datetime) -> tuple[int, int]:
         stuck_after = timedelta(minutes=self.thresholds.stuck_after_minutes)
         since = now - FAILED_WINDOW
-        failed = [r for r in self.store.list_requests((RequestState.FAILED,), limit=500)
+        failed = [r for r in self.store.requests.list((RequestState.FAILED,), limit=500)
                   if (r.finished_at or r.updated_at) >= since]
-        failed_backups = [b for b in self.store.list_backups((BackupStatus.FAILED,))
+        failed_backups = [b for b in self.store.backups.list((BackupStatus.FAILED,))
                           if b.updated_at >= since]
-        stuck = [r for r in self.store.list_requests(
+        stuck = [r for r in self.store.requests.list(
                      (RequestState.APPROVED, RequestState.RUNNING), limit=500)
                  if now - r.updated_at > stuck_after]
-        stuck_backups = [b for b in self.store.list_backups(UNFINISHED_BACKUP_STATUSES)
+        stuck_backups = [b for b in self.store.backups.list(UNFINISHED_BACKUP_STATUSES)
                          if now - b.updated_at > stuck_after]
         return len(failed) + len(failed_backups), len(stuck) + len(stuck_backups)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot.domain.audit import AuditEntry, AuditEvent, ChainBreak
-from bot.domain.backups import Backup, BackupStatus
-from bot.domain.drills import Drill, DrillState
-from bot.domain.requests import ChangeRequest, RequestState
+from bot.domain.backups import Backup
+from bot.domain.drills import Drill
+from bot.domain.requests import ChangeRequest
 
 
 @dataclass(frozen=True)
@@ -33,107 +33,60 @@ class AuditLog(Protocol):
         ...
 
 
-class BackupStore(Protocol):
-    def add_backup(self, backup: Backup, event: AuditEvent) -> Backup:
-        """Insert the backup and append the event in one transaction.
-        Raises DuplicateBackup when the branch name is taken."""
+E = TypeVar("E")
+
+
+class Records(Protocol[E]):
+    """The stored records of one kind of entity (backups, change requests, drills), each
+    saved whole. storage.records is the implementation."""
+
+    def add(self, entity: E, event: AuditEvent) -> E:
+        """Insert the record and append `event` in one transaction. Raises the entity's
+        Duplicate… error of bot.domain.errors (and records nothing) when its id or another
+        unique key (a branch name, the one open drill) is taken."""
         ...
 
-    def get_backup(self, backup_id: str) -> Backup | None: ...
+    def get(self, entity_id: str) -> E | None: ...
 
-    def backup_by_branch_name(self, branch_name: str) -> Backup | None: ...
-
-    def list_backups(self, statuses: tuple[BackupStatus, ...] | None = None) -> list[Backup]:
-        """Newest first."""
+    def list(self, states: tuple[Any, ...] | None = None, *,
+             limit: int | None = None) -> list[E]:
+        """Records in `states` (all when None), newest first."""
         ...
 
-    def update_backup(self, backup_id: str, expected_status: BackupStatus,
-                      event: AuditEvent | None = None, **changes: Any) -> Backup | None:
-        """Compare-and-set: apply `changes` only if the status is still `expected_status`,
-        appending `event` in the same transaction. None when the status had moved on."""
+    def save(self, entity: E, expected_version: int, event: AuditEvent | None = None, *,
+             lease_owner: str | None = None) -> E | None:
+        """Compare-and-set: write the whole record if its stored version is still
+        `expected_version` (and `lease_owner`, when given, still holds its lease),
+        appending `event` in the same transaction; the version is bumped. None when another
+        change got there first. ValueError for a change of state the domain forbids."""
         ...
 
-    def claim_backup(self, backup_id: str, owner: str, lease_seconds: float) -> Backup | None:
-        """Take the work lease on an unfinished backup, or None if another worker holds it."""
-        ...
-
-    def release_backup(self, backup_id: str, owner: str) -> None: ...
-
-
-
-class RequestStore(Protocol):
-    def add_request(self, request: ChangeRequest, event: AuditEvent) -> ChangeRequest:
-        """Insert the request and append the event in one transaction.
-        Raises DuplicateRequest when the id is taken."""
-        ...
-
-    def get_request(self, request_id: str) -> ChangeRequest | None: ...
-
-    def list_requests(self, states: tuple[RequestState, ...] | None = None,
-                      limit: int = 50) -> list[ChangeRequest]:
-        """Newest first."""
-        ...
-
-    def update_request(self, request_id: str, expected_version: int,
-                       event: AuditEvent | None = None, **changes: Any) -> ChangeRequest | None:
-        """Compare-and-set on `version`: apply `changes` (and append `event`) in one
-        transaction only if the stored version is still `expected_version`; the version is
-        bumped. A `state` change must be allowed by bot.domain.requests.check_transition
-        (ValueError otherwise). None when another change got there first."""
-        ...
-
-    def claim_request(self, request_id: str, owner: str,
-                      lease_seconds: float) -> ChangeRequest | None:
-        """Take the work lease, or None if another worker holds it (does not bump version)."""
-        ...
-
-    def release_request(self, request_id: str, owner: str) -> None: ...
-
-    def audit_for(self, subject: str) -> list[AuditEntry]:
-        """Every audit entry about `subject` (a request id), oldest first."""
-        ...
-
-
-# --- restore drills (bot.services.drills) ------------------------------------------------
-
-
-
-class DrillStore(Protocol):
-    def add_drill(self, drill: Drill, event: AuditEvent) -> Drill:
-        """Insert the drill and append the event in one transaction. Raises
-        DuplicateDrill (and records nothing) when another drill is open or the id or
-        branch name is taken."""
-        ...
-
-    def get_drill(self, drill_id: str) -> Drill | None: ...
-
-    def list_drills(self, states: tuple[DrillState, ...] | None = None,
-                    limit: int = 50) -> list[Drill]:
-        """Newest first."""
-        ...
-
-    def update_drill(self, drill_id: str, expected_version: int,
-                     event: AuditEvent | None = None, **changes: Any) -> Drill | None:
-        """Compare-and-set on `version` (bumped), `event` appended in the same transaction.
-        A `state` change must be allowed by bot.domain.drills.check_drill_transition
-        (ValueError otherwise). None when another change got there first."""
-        ...
-
-    def claim_drill(self, drill_id: str, owner: str, lease_seconds: float) -> Drill | None:
+    def claim(self, entity_id: str, owner: str, lease_seconds: float) -> E | None:
         """Take or extend the work lease, or None if another worker holds it."""
         ...
 
-    def release_drill(self, drill_id: str, owner: str) -> None: ...
-
-    def last_successful_drill(self) -> Drill | None: ...
-
-    def audit_for(self, subject: str) -> list[AuditEntry]: ...
+    def release(self, entity_id: str, owner: str) -> None: ...
 
 
-# --- end of restore drills --------------------------------------------------------------
+class BackupRecords(Records[Backup], Protocol):
+    def by_branch_name(self, branch_name: str) -> Backup | None: ...
 
 
-class Store(AuditLog, BackupStore, RequestStore, Protocol):
+class DrillRecords(Records[Drill], Protocol):
+    def last_successful(self) -> Drill | None: ...
+
+
+class Store(AuditLog, Protocol):
+    """Lifeguard's store: the audit trail and the records of each kind of work."""
+
+    backups: BackupRecords
+    requests: Records[ChangeRequest]
+    drills: DrillRecords
+
+    def audit_for(self, subject: str) -> list[AuditEntry]:
+        """Every audit entry about `subject`, oldest first."""
+        ...
+
     def ping(self) -> None:
         """Raise if the store does not answer."""
         ...

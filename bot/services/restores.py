@@ -10,10 +10,8 @@ first; a promotion looks for its preserved branch), so a crash resumes where it 
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
@@ -37,16 +35,14 @@ from bot.domain.restores import (
 )
 from bot.neon.errors import NeonError, NeonOperationTimeout
 from bot.neon.models import Branch, BranchChange
-from bot.services.branches import BranchAccess, branch_connection_uri, jsonable
-from bot.services.cards import show_and_remember
+from bot.services.branches import BranchAccess, branch_connection_uri
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import AuditLog, MessageRef, RequestStore
+from bot.services.ports import AuditLog, MessageRef, Records
 from bot.services.verification import Verifier
+from bot.services.work import SYSTEM, WAIT, Change, Engine, Kind, Wait
 
 log = logging.getLogger("lifeguard.restores")
 
-SYSTEM = "system"
-LEASE_SECONDS = 20.0
 WAIT_CHUNK_SECONDS = 5.0
 RUN_DEADLINE = timedelta(minutes=30)
 
@@ -81,8 +77,21 @@ class RequestNotifier(Protocol):
         ...
 
 
-class RestoreStore(RequestStore, AuditLog, Protocol):
-    pass
+class RestoreStore(AuditLog, Protocol):
+    requests: Records[ChangeRequest]
+
+    def audit_for(self, subject: str) -> list[AuditEntry]: ...
+
+
+START = "start"  # an approved request's first step: it starts running
+
+
+def _step_of(request: ChangeRequest) -> str | None:
+    if request.state == RequestState.APPROVED:
+        return START
+    if request.state == RequestState.RUNNING and request.step is not None:
+        return request.step.value
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,13 @@ class RestoreService:
         self.required_approvals = required_approvals
         self.approval_ttl = approval_ttl
         self.approvers_configured = approvers_configured
-        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.now = now
+        self.work = Engine(Kind(
+            name="request", step_of=_step_of, steps=self._steps(), failed=self._failed,
+            show=notifier.request_changed,
+            # idempotent, and the branch exists by then: transient trouble is retried
+            retried=frozenset({Step.WAIT_BRANCH, Step.WAIT_PROMOTION, Step.VERIFY})),
+            store.requests, worker_id=worker_id, now=now)
 
     # --- asking -------------------------------------------------------------------------
 
@@ -182,7 +196,7 @@ class RestoreService:
         """The natural name, or with the request id added when it is taken already."""
         taken = self._neon(lambda: self.neon.find_branch_by_name(name)) is not None or any(
             name in (r.plan.target_branch_name, r.plan.preserve_under_name)
-            for r in self.store.list_requests(rules.OPEN_STATES, limit=200))
+            for r in self.store.requests.list(rules.OPEN_STATES, limit=200))
         return f"{name}-{request_id[:4]}" if taken else name
 
     def _record(self, request_id: str, plan: Plan, reason: str, channel_id: str | None,
@@ -200,69 +214,68 @@ class RestoreService:
             "preserve_under_name": plan.preserve_under_name, "reason": reason,
             "plan_hash": request.plan_hash, "expires_at": request.expires_at.isoformat()})
         try:
-            recorded = self.store.add_request(request, event)
+            recorded = self.store.requests.add(request, event)
         except DuplicateRequest:
             raise Conflict("Two requests got the same id; please ask again.") from None
-        shown = self._show(recorded)
+        shown = self.work.show(recorded)
         self._safely(lambda: self.notifier.ask_approvers(shown), "ask approvers")
         return shown
 
     # --- deciding -----------------------------------------------------------------------
 
     def approve(self, request_id: str, user_id: str) -> ChangeRequest:
-        def decide(request: ChangeRequest) -> tuple[dict[str, Any], AuditEvent]:
+        def decide(request: ChangeRequest) -> tuple[ChangeRequest, AuditEvent]:
             approvals, quorum = rules.approve(
                 request, user_id, is_approver=self.directory.is_approver(user_id),
                 now=self.now())
-            changes: dict[str, Any] = {"approvals": approvals}
-            if quorum:
-                changes["state"] = RequestState.APPROVED
-            return changes, AuditEvent(user_id, "request.approved", request_id, {
-                "approvals": [a.user_id for a in approvals], "quorum_reached": quorum,
-                "plan_hash": request.plan_hash})
+            state = RequestState.APPROVED if quorum else request.state
+            return (replace(request, approvals=approvals, state=state),
+                    AuditEvent(user_id, "request.approved", request_id, {
+                        "approvals": [a.user_id for a in approvals], "quorum_reached": quorum,
+                        "plan_hash": request.plan_hash}))
 
         return self._decide(request_id, user_id, decide)
 
     def reject(self, request_id: str, user_id: str) -> ChangeRequest:
-        def decide(request: ChangeRequest) -> tuple[dict[str, Any], AuditEvent]:
+        def decide(request: ChangeRequest) -> tuple[ChangeRequest, AuditEvent]:
             rules.reject(request, user_id, is_approver=self.directory.is_approver(user_id),
                          now=self.now())
-            return ({"state": RequestState.REJECTED, "decided_by": user_id,
-                     "finished_at": self.now()},
+            return (replace(request, state=RequestState.REJECTED, decided_by=user_id,
+                            finished_at=self.now()),
                     AuditEvent(user_id, "request.rejected", request_id, {}))
 
         return self._decide(request_id, user_id, decide)
 
     def cancel(self, request_id: str, user_id: str) -> ChangeRequest:
-        def decide(request: ChangeRequest) -> tuple[dict[str, Any], AuditEvent]:
+        def decide(request: ChangeRequest) -> tuple[ChangeRequest, AuditEvent]:
             rules.cancel(request, user_id, now=self.now())
-            return ({"state": RequestState.CANCELLED, "decided_by": user_id,
-                     "finished_at": self.now()},
+            return (replace(request, state=RequestState.CANCELLED, decided_by=user_id,
+                            finished_at=self.now()),
                     AuditEvent(user_id, "request.cancelled", request_id, {}))
 
         return self._decide(request_id, user_id, decide)
 
     def _decide(self, request_id: str, user_id: str,
-                decide: Callable[[ChangeRequest], tuple[dict[str, Any], AuditEvent]]
+                decide: Callable[[ChangeRequest], tuple[ChangeRequest, AuditEvent]]
                 ) -> ChangeRequest:
         """Read, check the rules, compare-and-set; on a lost race read again and re-check,
         so the loser of a double click sees why (e.g. "you already approved")."""
         for _ in range(5):
             request = self.get(request_id)
             try:
-                changes, event = decide(request)
+                decided, event = decide(request)
             except NotAllowed as refusal:  # refused clicks are part of the story too
                 self.store.append(AuditEvent(user_id, "request.refused", request.id,
                                              {"reason": str(refusal)}))
                 raise
-            updated = self.store.update_request(request.id, request.version, event, **changes)
+            updated = self.store.requests.save(decided, request.version, event)
             if updated is not None:
-                return self._show(updated)
+                return self.work.show(updated)
         raise Conflict(f"Request {request_id} is being changed by others right now; "
                        "look at its card and try again.")
 
     def get(self, request_id: str) -> ChangeRequest:
-        request = self.store.get_request(request_id.strip().lower())
+        request = self.store.requests.get(request_id.strip().lower())
         if request is None:
             raise NotFound(f"There is no request `{request_id}`. `/restore status` lists "
                            "the open ones.")
@@ -272,78 +285,59 @@ class RestoreService:
         """Pending requests past their expiry become expired, and their cards say so now."""
         expired: list[ChangeRequest] = []
         now = self.now()
-        for request in self.store.list_requests((RequestState.PENDING,), limit=500):
+        for request in self.store.requests.list((RequestState.PENDING,), limit=500):
             if not rules.is_expired(request, now):
                 continue
-            updated = self.store.update_request(
-                request.id, request.version,
+            updated = self.store.requests.save(
+                replace(request, state=RequestState.EXPIRED, finished_at=now), request.version,
                 AuditEvent(SYSTEM, "request.expired", request.id,
-                           {"expires_at": request.expires_at.isoformat()}),
-                state=RequestState.EXPIRED, finished_at=now)
+                           {"expires_at": request.expires_at.isoformat()}))
             if updated is not None:
-                expired.append(self._show(updated))
+                expired.append(self.work.show(updated))
         return expired
 
-    # --- running ------------------------------------------------------------------------
+    # --- running (the steps of bot.services.work) ---------------------------------------
 
     def runnable(self) -> list[ChangeRequest]:
-        return self.store.list_requests((RequestState.APPROVED, RequestState.RUNNING),
+        return self.store.requests.list((RequestState.APPROVED, RequestState.RUNNING),
                                         limit=500)
 
     def advance(self, request_id: str) -> ChangeRequest | None:
-        """Move an approved or running request forward as far as it goes now. Only the
-        holder of the lease acts; safe to call from any worker at any time."""
-        owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
-        request = self.store.claim_request(request_id, owner, LEASE_SECONDS)
-        if request is None:
-            return None
-        try:
-            while request.state in (RequestState.APPROVED, RequestState.RUNNING):
-                moved = self._step(request, owner)
-                if moved is None:
-                    break
-                request = self._show(moved)
-            return request
-        finally:
-            self.store.release_request(request_id, owner)
+        """Move an approved or running request forward as far as it goes now."""
+        return self.work.advance(request_id)
 
     def settle(self, request_id: str, timeout: float = 300.0,
                poll: float = 0.5) -> ChangeRequest:
         """Advance, or wait (bounded) for the worker that holds it."""
-        deadline = time.monotonic() + timeout
-        request = self.advance(request_id) or self.get(request_id)
-        while request.state in rules.OPEN_STATES[1:] and time.monotonic() < deadline:
-            time.sleep(poll)
-            request = self.advance(request_id) or self.get(request_id)
-        return request
+        settled = self.work.settle(request_id, is_open=lambda r: r.state in rules.OPEN_STATES[1:],
+                                   timeout=timeout, poll=poll)
+        return settled or self.get(request_id)
 
-    def _step(self, request: ChangeRequest, owner: str) -> ChangeRequest | None:
-        if request.state == RequestState.APPROVED:
-            first = (Step.PROMOTE if request.plan.action == RequestAction.PROMOTE
-                     else Step.CREATE_BRANCH)
-            return self._set(request, "request.started", state=RequestState.RUNNING, step=first)
-        if self.now() - request.updated_at > RUN_DEADLINE and request.step in (
-                Step.WAIT_BRANCH, Step.WAIT_PROMOTION):
-            return self._fail(request, f"Neon did not finish within {RUN_DEADLINE}.")
-        try:
-            rules.check_plan_unchanged(request)
-            if request.step == Step.CREATE_BRANCH:
-                return self._create_restore_branch(request)
-            if request.step == Step.WAIT_BRANCH:
-                return self._wait(request, request.branch_id, Step.VERIFY, owner)
-            if request.step == Step.PROMOTE:
-                return self._promote(request)
-            if request.step == Step.WAIT_PROMOTION:
-                return self._wait(request, request.plan.target_branch_id, Step.VERIFY, owner)
-            if request.step == Step.VERIFY:
-                return self._verify(request)
-        except NotAllowed as refusal:
-            return self._fail(request, str(refusal))
-        except NeonError as error:
-            return self._fail(request, explain_neon_error(error), error)
-        return self._fail(request, f"unknown step {request.step}")
+    def _steps(self) -> dict[str, Callable[[ChangeRequest], Change[ChangeRequest] | Wait]]:
+        def checked(step: Callable[[ChangeRequest], Change[ChangeRequest] | Wait]
+                    ) -> Callable[[ChangeRequest], Change[ChangeRequest] | Wait]:
+            def run(request: ChangeRequest) -> Change[ChangeRequest] | Wait:
+                rules.check_plan_unchanged(request)  # right before Neon is called
+                return step(request)
+            return run
 
-    def _create_restore_branch(self, request: ChangeRequest) -> ChangeRequest | None:
+        return {
+            START: self._start,
+            Step.CREATE_BRANCH: checked(self._create_restore_branch),
+            Step.WAIT_BRANCH: checked(lambda r: self._wait(r, r.branch_id, Step.VERIFY)),
+            Step.PROMOTE: checked(self._promote),
+            Step.WAIT_PROMOTION: checked(
+                lambda r: self._wait(r, r.plan.target_branch_id, Step.VERIFY)),
+            Step.VERIFY: checked(self._verify),
+        }
+
+    def _start(self, request: ChangeRequest) -> Change[ChangeRequest]:
+        first = (Step.PROMOTE if request.plan.action == RequestAction.PROMOTE
+                 else Step.CREATE_BRANCH)
+        return Change(replace(request, state=RequestState.RUNNING, step=first),
+                      "request.started", {"state": RequestState.RUNNING, "step": first})
+
+    def _create_restore_branch(self, request: ChangeRequest) -> Change[ChangeRequest]:
         plan = request.plan
         existing = self.neon.find_branch_by_name(plan.target_branch_name)
         if existing is not None:  # created before a crash: adopt it
@@ -352,11 +346,14 @@ class RestoreService:
             change = self.neon.create_branch(
                 plan.target_branch_name, parent_id=plan.source_branch_id,
                 parent_timestamp=plan.instant, with_endpoint=True)
-        return self._set(request, "request.branch_created", step=Step.WAIT_BRANCH,
-                         branch_id=change.branch.id,
-                         operation_ids=tuple(op.id for op in change.operations))
+        operation_ids = tuple(op.id for op in change.operations)
+        return Change(replace(request, step=Step.WAIT_BRANCH, branch_id=change.branch.id,
+                              operation_ids=operation_ids),
+                      "request.branch_created",
+                      {"step": Step.WAIT_BRANCH, "branch_id": change.branch.id,
+                       "operation_ids": operation_ids})
 
-    def _promote(self, request: ChangeRequest) -> ChangeRequest | None:
+    def _promote(self, request: ChangeRequest) -> Change[ChangeRequest]:
         plan = request.plan
         assert plan.target_branch_id is not None and plan.preserve_under_name is not None
         preserved = self.neon.find_branch_by_name(plan.preserve_under_name)
@@ -367,24 +364,29 @@ class RestoreService:
                 plan.target_branch_id, source_branch_id=plan.source_branch_id,
                 preserve_under_name=plan.preserve_under_name)
             preserved = self.neon.find_branch_by_name(plan.preserve_under_name)
-        return self._set(request, "request.promoted", step=Step.WAIT_PROMOTION,
-                         branch_id=preserved.id if preserved else None,
-                         operation_ids=tuple(op.id for op in change.operations))
+        operation_ids = tuple(op.id for op in change.operations)
+        branch_id = preserved.id if preserved else None
+        return Change(replace(request, step=Step.WAIT_PROMOTION, branch_id=branch_id,
+                              operation_ids=operation_ids),
+                      "request.promoted",
+                      {"step": Step.WAIT_PROMOTION, "branch_id": branch_id,
+                       "operation_ids": operation_ids})
 
-    def _wait(self, request: ChangeRequest, branch_id: str | None, then: Step,
-              owner: str) -> ChangeRequest | None:
+    def _wait(self, request: ChangeRequest, branch_id: str | None,
+              then: Step) -> Change[ChangeRequest] | Wait:
         assert branch_id is not None
+        if self.now() - (request.step_started_at or request.updated_at) > RUN_DEADLINE:
+            return self._failed(request, f"Neon did not finish within {RUN_DEADLINE}.")
         try:
             if request.operation_ids:
                 self.neon.wait_for_operations(list(request.operation_ids),
                                               timeout=WAIT_CHUNK_SECONDS)
             self.neon.wait_for_branch_ready(branch_id, timeout=WAIT_CHUNK_SECONDS)
         except NeonOperationTimeout:
-            self.store.claim_request(request.id, owner, LEASE_SECONDS)  # still ours
-            return request
-        return self._set(request, None, step=then)
+            return WAIT
+        return Change(replace(request, step=then))
 
-    def _verify(self, request: ChangeRequest) -> ChangeRequest | None:
+    def _verify(self, request: ChangeRequest) -> Change[ChangeRequest]:
         plan = request.plan
         if plan.action == RequestAction.PROMOTE:
             assert plan.target_branch_id is not None
@@ -405,41 +407,18 @@ class RestoreService:
         details = {"ok": report.ok, "summary": report.summary(),
                    "tables": report.compared_tables}
         if not report.ok:
-            failed = self._set(request, "request.verification_failed", details=details,
-                               verification=report.to_dict())
-            return self._fail(failed or request, f"Verification failed: {report.summary()}")
-        return self._set(request, "request.succeeded", details=details,
-                         state=RequestState.SUCCEEDED, step=Step.DONE,
-                         verification=report.to_dict(), finished_at=self.now())
+            reason = f"Verification failed: {report.summary()}"
+            log.warning("request %s failed: %s", request.id, reason)
+            return Change(replace(self._failed(request, reason).item,
+                                  verification=report.to_dict()),
+                          "request.verification_failed", details | {"error": reason})
+        return Change(replace(request, state=RequestState.SUCCEEDED, step=Step.DONE,
+                              verification=report.to_dict(), finished_at=self.now()),
+                      "request.succeeded", details)
 
-    def _set(self, request: ChangeRequest, action: str | None,
-             details: dict[str, Any] | None = None, **changes: Any) -> ChangeRequest | None:
-        event = None
-        if action is not None:
-            event = AuditEvent(SYSTEM, action, request.id, {
-                **{k: jsonable(v) for k, v in changes.items() if k != "verification"},
-                **(details or {})})
-        return self.store.update_request(request.id, request.version, event, **changes)
-
-    def _fail(self, request: ChangeRequest, message: str,
-              error: NeonError | None = None) -> ChangeRequest | None:
-        log.warning("request %s failed: %s", request.id, message)
-        details: dict[str, Any] = {"error": message, "step": request.step}
-        if error is not None:
-            details |= {"neon_status": error.status, "neon_request_id": error.request_id}
-        return self.store.update_request(
-            request.id, request.version,
-            AuditEvent(SYSTEM, "request.failed", request.id, details),
-            state=RequestState.FAILED, error=message, finished_at=self.now())
-
-    # --- showing ------------------------------------------------------------------------
-
-    def _show(self, request: ChangeRequest) -> ChangeRequest:
-        return show_and_remember(
-            request, show=self.notifier.request_changed,
-            remember=lambda r, card: self.store.update_request(
-                r.id, r.version, None, card_channel=card.channel_id, card_ts=card.ts),
-            reload=lambda: self.get(request.id), what=f"request {request.id}")
+    def _failed(self, request: ChangeRequest, reason: str) -> Change[ChangeRequest]:
+        return Change(replace(request, state=RequestState.FAILED, error=reason,
+                              finished_at=self.now()), "request.failed")
 
     def _safely(self, action: Callable[[], object], what: str) -> None:
         try:
@@ -456,10 +435,10 @@ class RestoreService:
     # --- reading ------------------------------------------------------------------------
 
     def open_requests(self) -> list[ChangeRequest]:
-        return self.store.list_requests(rules.OPEN_STATES)
+        return self.store.requests.list(rules.OPEN_STATES, limit=50)
 
     def recent(self, limit: int = 10) -> list[ChangeRequest]:
-        return self.store.list_requests(None, limit=limit)
+        return self.store.requests.list(None, limit=limit)
 
     def history(self, request_id: str) -> tuple[ChangeRequest, list[AuditEntry]]:
         request = self.get(request_id)

@@ -117,7 +117,7 @@ class ScheduledBackups:
             branches = self.neon.list_branches(search="backup-")
         except NeonError as error:
             raise ExternalServiceError(explain_neon_error(error)) from None
-        records = {b.branch_name: b for b in self.backups.store.list_backups(
+        records = {b.branch_name: b for b in self.backups.store.backups.list(
             (BackupStatus.READY,))}
         candidates = []
         for branch in branches:

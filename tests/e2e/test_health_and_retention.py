@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,10 +101,10 @@ def take_backup(driver: SlackDriver, store: SqlStore, count_before: int) -> Back
     next_second()
     driver.command("/backup", "now", user_id=ALICE, channel_id=OPS_CHANNEL)
     def ready() -> list[Backup]:
-        found = store.list_backups((BackupStatus.READY,))
+        found = store.backups.list((BackupStatus.READY,))
         return found if len(found) > count_before else []
     slack_wait(ready)
-    return store.list_backups((BackupStatus.READY,))[0]
+    return store.backups.list((BackupStatus.READY,))[0]
 
 
 def slack_wait(predicate: Any, timeout: float = 30) -> Any:
@@ -117,8 +118,10 @@ def slack_wait(predicate: Any, timeout: float = 30) -> Any:
 
 
 def set_age(store: SqlStore, backup: Backup, age: timedelta) -> None:
-    assert store.update_backup(backup.id, BackupStatus.READY, None,
-                               created_at=datetime.now(UTC) - age) is not None
+    stored = store.backups.get(backup.id)
+    assert stored is not None
+    assert store.backups.save(replace(stored, created_at=datetime.now(UTC) - age),
+                              stored.version) is not None
 
 
 def api(neon: FakeNeon, method: str, path: str, body: dict | None = None) -> dict:
@@ -187,8 +190,8 @@ def stuck_backup(store: SqlStore) -> None:
                     status=BackupStatus.CREATING, requested_by=ALICE, reason="stuck",
                     created_at=created, expires_at=created + timedelta(days=7),
                     updated_at=created, branch_id="br-gone-12345678")
-    store.add_backup(backup, AuditEvent(ALICE, "backup.requested", backup.branch_name))
-    assert store.claim_backup(backup.id, "a-worker-that-died", 3600)
+    store.backups.add(backup, AuditEvent(ALICE, "backup.requested", backup.branch_name))
+    assert store.backups.claim(backup.id, "a-worker-that-died", 3600)
 
 
 # --- the tests ---------------------------------------------------------------------------
@@ -220,9 +223,9 @@ def test_each_health_check_at_ok_warn_and_fail(driver, neon, slack, store, monke
         api(neon, "POST", "/branches", {"branch": {"name": name}})
     neon.branch_limit = 6
     set_age(store, backup, timedelta(hours=30))
-    [drill] = store.list_drills((DrillState.SUCCEEDED,))
-    assert store.update_drill(drill.id, drill.version,
-                              finished_at=datetime.now(UTC) - timedelta(days=100))
+    [drill] = store.drills.list((DrillState.SUCCEEDED,))
+    assert store.drills.save(replace(drill, finished_at=datetime.now(UTC) - timedelta(days=100)),
+                             drill.version)
     quota["bytes"] = int(largest_branch(neon) / 0.88)
     stuck_backup(store)
 
@@ -240,9 +243,9 @@ def test_each_health_check_at_ok_warn_and_fail(driver, neon, slack, store, monke
     neon.history_retention_seconds = 3600
     neon.branch_limit = 5
     set_age(store, backup, timedelta(hours=80))
-    [drill] = store.list_drills((DrillState.SUCCEEDED,))
-    assert store.update_drill(drill.id, drill.version,
-                              finished_at=datetime.now(UTC) - timedelta(days=200))
+    [drill] = store.drills.list((DrillState.SUCCEEDED,))
+    assert store.drills.save(replace(drill, finished_at=datetime.now(UTC) - timedelta(days=200)),
+                             drill.version)
     quota["bytes"] = largest_branch(neon) // 2
     next_second()
     neon.fail_next(403, method="POST", path_contains="/branches")
@@ -385,7 +388,7 @@ def test_prune_shows_the_plan_and_deletes_only_after_confirmation(
     remaining = {b["name"] for b in neon.branches()}
     assert remaining == {"main", newer.branch_name, yesterday.branch_name, old5.branch_name,
                          "backup-20200101-000000"}
-    assert [b.branch_name for b in store.list_backups((BackupStatus.DELETED,))] == [
+    assert [b.branch_name for b in store.backups.list((BackupStatus.DELETED,))] == [
         today.branch_name, old3.branch_name, old4.branch_name]
     entries = audit_entries(bot_env)
     assert sorted(e["subject"] for e in entries if e["action"] == "backup.deleted") == sorted(

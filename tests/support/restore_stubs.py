@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.neon.models import Branch, BranchChange, Database, Endpoint, Operation, Project
-from bot.services.restores import RestoreService
+from bot.services.restores import RestoreService, RestoreStore
 
 NOW = datetime(2026, 11, 21, 14, 30, tzinfo=UTC)
 MUTATIONS = ("create_branch", "restore_branch", "create_endpoint", "delete_branch")
@@ -72,7 +72,7 @@ class Notifier:
         return None
 
 
-def restore_service(store: Any, neon: RecordingNeon) -> RestoreService:
+def restore_service(store: RestoreStore, neon: RecordingNeon) -> RestoreService:
     """The real restore service on these stand-ins: one approval needed, Bob approves,
     the clock stands at NOW, verification is never reached."""
     return RestoreService(store, neon, Directory(), Notifier(),
