@@ -716,6 +716,46 @@ def test_wait_for_branch_ready() -> None:
         client.wait_for_branch_ready("br-a-1", timeout=2)
 
 
+# ----------------------------------------------------------------------------- wording
+
+
+def _one_of_each_error() -> list[NeonError]:
+    failed = Operation("op-1", "create_branch", "failed", datetime.now(UTC), datetime.now(UTC),
+                       error="disk full")
+    errors: list[NeonError] = [NeonOperationFailed(failed)]
+    errors += [cls("what Neon said", status=400) for cls in NeonError.__subclasses__()
+               if cls is not NeonOperationFailed]
+    return errors
+
+
+def test_every_neon_error_has_words_of_its_own_for_people() -> None:
+    """explain_neon_error is the one place that words Neon errors: a new kind of error
+    without its own sentence falls to the generic refusal and fails here."""
+    generic = "Neon refused the request: what Neon said."
+    worded = {type(error): explain_neon_error(error) for error in _one_of_each_error()}
+    assert len(worded) == 11
+    assert [cls for cls, words in worded.items() if words == generic] == [NeonRequestRejected]
+    for words in worded.values():
+        assert words.endswith(".") and "None" not in words
+
+
+@pytest.mark.parametrize(("error", "words"), [
+    (NeonServerError("Bad Gateway", status=502),
+     "Neon had an internal error (Bad Gateway). Try again in a few minutes."),
+    (NeonOperationTimeout("still unfinished after 5s: create_branch op-1 (running)"),
+     "Neon did not finish in time (still unfinished after 5s: create_branch op-1 (running)); "
+     "it may still finish. Check again in a few minutes."),
+    (NeonNotFound("the branch does not exist or is already deleted", status=204),
+     "Neon does not know it: the branch does not exist or is already deleted."),
+    (NeonUnreachable("h: no answer within 30s", outcome_unknown=True),
+     "Could not reach Neon (h: no answer within 30s), and Neon may have carried out the "
+     "request before the answer was lost. Check the project in the Neon console before "
+     "trying again."),
+])
+def test_explain_neon_error_says_the_cause_then_what_to_do(error: NeonError, words: str) -> None:
+    assert explain_neon_error(error) == words
+
+
 # ----------------------------------------------------------------------------- secrets
 
 
