@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from bot.neon import NeonAuthError, NeonClient, NeonNotFound
+from bot.services.neon_errors import explain_neon_error
 from tests.support.fake_neon import FakeNeon
 from tests.support.postgres import PostgresServer
 
@@ -144,8 +145,9 @@ def test_a_bad_key_is_an_auth_error(fake: FakeNeon) -> None:
     with NeonClient("not-the-key", fake.project_id, base_url=fake.url,
                     sleep=lambda seconds: None) as neon, pytest.raises(NeonAuthError) as caught:
         neon.get_project()
-    assert str(caught.value).startswith("Neon refused the API key (401).")
+    assert caught.value.message == "authentication failed"
     assert caught.value.status == 401 and caught.value.request_id
+    assert explain_neon_error(caught.value).startswith("Neon refused the API key.")
     assert "not-the-key" not in str(caught.value)
     assert len(fake.requests) == 1
 

@@ -287,15 +287,12 @@ class FakeApi:
                 "roles": [role()], "databases": [database()],
             }
             return 201, body
-        if operation_id in ("updateProjectBranch", "deleteProjectBranch",
-                            "restoreProjectBranch", "setDefaultProjectBranch"):
+        if operation_id in ("deleteProjectBranch", "restoreProjectBranch"):
             return 200, {"branch": branch(), "operations": [operation(OP_2, "running")]}
         if operation_id == "listProjectBranchDatabases":
             return 200, {"databases": [database()]}
         if operation_id == "listProjectBranchRoles":
             return 200, {"roles": [role()]}
-        if operation_id == "getProjectBranchRolePassword":
-            return 200, {"password": "mypass"}
         if operation_id == "listProjectEndpoints":
             return 200, {"endpoints": [endpoint()]}
         if operation_id == "createProjectEndpoint":
@@ -358,11 +355,6 @@ SCENARIOS: dict[str, Scenario] = {
     "create_branch[answer lost]": Scenario("create_branch", _lost_create,
                                            frozenset({"createProjectBranch",
                                                       "listProjectBranches"})),
-    "update_branch": Scenario(
-        "update_branch",
-        lambda c, a: c.update_branch("br-aged-salad-637688", name="renamed", protected=True,
-                                     expires_at=AT),
-        frozenset({"updateProjectBranch"})),
     "delete_branch": Scenario("delete_branch",
                               lambda c, a: c.delete_branch("br-sweet-breeze-497520"),
                               frozenset({"deleteProjectBranch"})),
@@ -378,9 +370,6 @@ SCENARIOS: dict[str, Scenario] = {
                                       source_timestamp=AT,
                                       preserve_under_name="pre-restore-20260113-142500"),
         frozenset({"restoreProjectBranch"})),
-    "set_default_branch": Scenario("set_default_branch",
-                                   lambda c, a: c.set_default_branch("br-sweet-breeze-497520"),
-                                   frozenset({"setDefaultProjectBranch"})),
     "wait_for_branch_ready": Scenario(
         "wait_for_branch_ready", lambda c, a: c.wait_for_branch_ready("br-aged-salad-637688"),
         frozenset({"getProjectBranch"})),
@@ -389,10 +378,6 @@ SCENARIOS: dict[str, Scenario] = {
                                frozenset({"listProjectBranchDatabases"})),
     "list_roles": Scenario("list_roles", lambda c, a: c.list_roles("br-aged-salad-637688"),
                            frozenset({"listProjectBranchRoles"})),
-    "reveal_role_password": Scenario(
-        "reveal_role_password",
-        lambda c, a: c.reveal_role_password("br-aged-salad-637688", "casey"),
-        frozenset({"getProjectBranchRolePassword"})),
     "list_endpoints": Scenario("list_endpoints", lambda c, a: c.list_endpoints(),
                                frozenset({"listProjectEndpoints"})),
     "create_endpoint": Scenario("create_endpoint",

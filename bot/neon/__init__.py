@@ -1,5 +1,5 @@
-"""Neon API v2 client: typed results, operation waiting, retries. Imports only httpx,
-tenacity and the standard library."""
+"""Neon API v2 client: typed results (parsed by pydantic), operation waiting, retries.
+Imports only httpx, tenacity, pydantic and the standard library."""
 
 from bot.neon.client import DEFAULT_BASE_URL, NeonClient
 from bot.neon.errors import (

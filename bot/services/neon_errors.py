@@ -1,9 +1,12 @@
-"""Plain words for Neon failures: what happened and what to do next."""
+"""Plain words for Neon failures: what happened and what to do next. The one place that
+words a Neon error for people; the client's errors carry only facts (status, code,
+Neon's message, request id)."""
 
 from __future__ import annotations
 
 from bot.neon.errors import (
     NeonAuthError,
+    NeonConflict,
     NeonError,
     NeonLocked,
     NeonNotFound,
@@ -16,14 +19,24 @@ from bot.neon.errors import (
 )
 
 
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
 def explain_neon_error(error: NeonError) -> str:
     """One or two sentences for Slack: the cause, then the next thing to try."""
+    said = _sentence(error.message)
     if isinstance(error, NeonAuthError):
         return ("Neon refused the API key. An admin should check `NEON_API_KEY` "
                 "(`python -m bot doctor` says what is wrong).")
     if isinstance(error, NeonPermissionError):
         return ("The Neon API key may not do this in this project. An admin should use a key "
                 "that can manage the project's branches.")
+    if isinstance(error, NeonUnreachable) and error.outcome_unknown:
+        return (f"Could not reach Neon ({error.message}), and Neon may have carried out the "
+                "request before the answer was lost. Check the project in the Neon console "
+                "before trying again.")
     if isinstance(error, NeonUnreachable):
         return f"Could not reach Neon ({error.message}). Try again in a few minutes."
     if isinstance(error, NeonLocked):
@@ -34,9 +47,14 @@ def explain_neon_error(error: NeonError) -> str:
     if isinstance(error, NeonServerError):
         return f"Neon had an internal error ({error.message}). Try again in a few minutes."
     if isinstance(error, NeonOperationFailed):
-        return f"Neon's operation failed: {error.message}"
+        operation = error.operation
+        return (f"Neon's {operation.action} operation ended {operation.status}: "
+                f"{_sentence(operation.error or 'Neon gave no reason')}")
     if isinstance(error, NeonOperationTimeout):
-        return f"Neon's operation did not finish in time: {error.message}"
+        return (f"Neon did not finish in time ({error.message}); it may still finish. "
+                "Check again in a few minutes.")
     if isinstance(error, NeonNotFound):
-        return f"Neon does not know it: {error.message}"
-    return f"Neon refused the request: {error.message}"
+        return f"Neon does not know it: {said}"
+    if isinstance(error, NeonConflict):
+        return f"Neon refused, as it conflicts with the project's current state: {said}"
+    return f"Neon refused the request: {said}"
