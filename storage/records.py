@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg.errors
-from sqlalchemy import Row, Table, and_, insert, or_, select, update
+from sqlalchemy import Row, Table, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from storage.store import SqlStore
 
 E = TypeVar("E")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,7 @@ class Records(Generic[E]):
             self._store.append_in(conn, event)
             return self._read(conn, values["id"])
 
-        try:
-            return self._store.transaction(work, write=True)
-        except IntegrityError as exc:
-            if not is_unique_violation(exc):
-                raise
-            raise self._map.duplicate(
-                f"{self._map.entity.__name__} {values['id']} cannot be recorded: "
-                f"{exc.orig}") from exc
+        return self._write(work, f"{values['id']} cannot be recorded")
 
     def get(self, entity_id: str) -> E | None:
         row = self._store.transaction(
@@ -149,6 +143,14 @@ class Records(Generic[E]):
             query = query.limit(limit)
         rows = self._store.transaction(lambda conn: conn.execute(query).all(), write=False)
         return [self._map.entity_of(row) for row in rows]
+
+    def counts(self, *columns: str) -> dict[tuple[Any, ...], int]:
+        """How many records have each combination of these columns' values (such as
+        ("state",) or ("action", "state")), read as the domain's values."""
+        selected = [self._table.c[name] for name in columns]
+        query = select(*selected, func.count()).group_by(*selected)
+        rows = self._store.transaction(lambda conn: conn.execute(query).all(), write=False)
+        return {tuple(row[:-1]): row[-1] for row in rows}
 
     def find(self, **columns: Any) -> E | None:
         """The record whose columns have these values (a unique key), or None."""
@@ -188,14 +190,7 @@ class Records(Generic[E]):
                 self._store.append_in(conn, event)
             return self._read(conn, entity_id)
 
-        try:
-            return self._store.transaction(work, write=True)
-        except IntegrityError as exc:
-            if not is_unique_violation(exc):
-                raise
-            raise self._map.duplicate(
-                f"{self._map.entity.__name__} {entity_id} cannot be changed so: "
-                f"{exc.orig}") from exc
+        return self._write(work, f"{entity_id} cannot be changed so")
 
     # --- work leases ---------------------------------------------------------------
 
@@ -238,6 +233,16 @@ class Records(Generic[E]):
         if row is None or row.lease_owner is None or row.lease_until is None:
             return None
         return row.lease_owner, row.lease_until
+
+    def _write(self, work: Callable[[Connection], T], refusal: str) -> T:
+        """Run a writing transaction; a taken unique key is the entity's duplicate error."""
+        try:
+            return self._store.transaction(work, write=True)
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
+            raise self._map.duplicate(
+                f"{self._map.entity.__name__} {refusal}: {exc.orig}") from exc
 
     def _read(self, conn: Connection, entity_id: str) -> E:
         return self._map.entity_of(

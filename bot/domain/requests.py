@@ -70,6 +70,7 @@ class Step(StrEnum):
     PROMOTE = "promote"  # promotion: restore the default branch from the source
     WAIT_PROMOTION = "wait_promotion"
     VERIFY = "verify"
+    CLEAN_UP = "clean_up"  # a restore that failed removes the branch it made
     DONE = "done"
 
 

@@ -47,7 +47,7 @@ from bot.neon.models import (
     Project,
     Role,
 )
-from bot.neon.sender import Request, Sender
+from bot.neon.sender import Observer, Request, Sender
 
 DEFAULT_BASE_URL = "https://console.neon.tech/api/v2"
 OPERATIONS_PAGE_SIZE = 1000
@@ -95,7 +95,8 @@ class NeonClient:
                  timeout: float = 30.0, max_attempts: int = 6, operation_timeout: float = 300.0,
                  poll_interval: float = 1.0, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 backoff_initial: float = 0.5, backoff_max: float = 15.0) -> None:
+                 backoff_initial: float = 0.5, backoff_max: float = 15.0,
+                 observe: Observer | None = None) -> None:
         if not api_key:
             raise ValueError("a Neon API key is required")
         if not project_id:
@@ -109,7 +110,7 @@ class NeonClient:
         self._sender = Sender(api_key, base_url=self.base_url, timeout=timeout,
                               max_attempts=max_attempts, transport=transport, sleep=sleep,
                               backoff_initial=backoff_initial, backoff_max=backoff_max,
-                              user_agent=USER_AGENT)
+                              user_agent=USER_AGENT, observe=observe)
 
     def __repr__(self) -> str:
         return f"NeonClient(project_id={self.project_id!r}, base_url={self.base_url!r})"

@@ -137,14 +137,21 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
+# Told of every attempt: (HTTP method, outcome: the status code or "unreachable", attempt
+# number, 1 for the first send). For metrics; it must not raise.
+Observer = Callable[[str, str, int], None]
+
+
 class Sender:
     """Sends requests to one Neon API base URL. `slept` adds up every sleep, retries'
     and the client's polls alike, so a wait can count the time it spent sleeping."""
 
     def __init__(self, api_key: str, *, base_url: str, timeout: float, max_attempts: int,
                  transport: httpx.BaseTransport | None, sleep: Callable[[float], None],
-                 backoff_initial: float, backoff_max: float, user_agent: str) -> None:
+                 backoff_initial: float, backoff_max: float, user_agent: str,
+                 observe: Observer | None = None) -> None:
         self.timeout = timeout
+        self._observe = observe
         self.max_attempts = max_attempts
         self.slept = 0.0
         self._api_key = api_key
@@ -285,6 +292,12 @@ class Sender:
     def _log(self, request: Request, outcome: str, request_id: str | None) -> None:
         logger.debug("Neon %s -> %s (request id %s, attempt %d/%d)", request, outcome,
                      request_id, request.attempts, self.max_attempts)
+        if self._observe is not None:
+            try:
+                self._observe(request.method, outcome if outcome.isdigit() else "unreachable",
+                              request.attempts)
+            except Exception:  # counting must never break a call
+                logger.exception("the Neon call observer failed")
 
     def _wait(self, retry_state: RetryCallState) -> float:
         failure = retry_state.outcome.exception() if retry_state.outcome else None

@@ -61,6 +61,10 @@ class Records(Protocol[E]):
         change got there first. ValueError for a change of state the domain forbids."""
         ...
 
+    def counts(self, *columns: str) -> dict[tuple[Any, ...], int]:
+        """How many records have each combination of these columns' values."""
+        ...
+
     def claim(self, entity_id: str, owner: str, lease_seconds: float) -> E | None:
         """Take or extend the work lease, or None if another worker holds it."""
         ...

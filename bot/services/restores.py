@@ -33,7 +33,7 @@ from bot.domain.restores import (
     preserve_branch_name,
     restore_branch_name,
 )
-from bot.neon.errors import NeonError, NeonOperationTimeout
+from bot.neon.errors import NeonError, NeonNotFound, NeonOperationTimeout
 from bot.neon.models import Branch, BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri
 from bot.services.neon_errors import explain_neon_error
@@ -49,6 +49,8 @@ RUN_DEADLINE = timedelta(minutes=30)
 
 class RestoreNeon(BranchAccess, Protocol):
     """The part of the Neon client restores use."""
+
+    def delete_branch(self, branch_id: str) -> BranchChange: ...
 
     def restore_branch(self, branch_id: str, *, source_branch_id: str,
                        source_timestamp: datetime | None = None,
@@ -120,7 +122,8 @@ class RestoreService:
             name="request", step_of=_step_of, steps=self._steps(), failed=self._failed,
             show=notifier.request_changed,
             # idempotent, and the branch exists by then: transient trouble is retried
-            retried=frozenset({Step.WAIT_BRANCH, Step.WAIT_PROMOTION, Step.VERIFY})),
+            retried=frozenset({Step.WAIT_BRANCH, Step.WAIT_PROMOTION, Step.VERIFY,
+                               Step.CLEAN_UP})),
             store.requests, worker_id=worker_id, now=now)
 
     # --- asking -------------------------------------------------------------------------
@@ -329,6 +332,7 @@ class RestoreService:
             Step.WAIT_PROMOTION: checked(
                 lambda r: self._wait(r, r.plan.target_branch_id, Step.VERIFY)),
             Step.VERIFY: checked(self._verify),
+            Step.CLEAN_UP: self._clean_up,
         }
 
     def _start(self, request: ChangeRequest) -> Change[ChangeRequest]:
@@ -409,16 +413,52 @@ class RestoreService:
         if not report.ok:
             reason = f"Verification failed: {report.summary()}"
             log.warning("request %s failed: %s", request.id, reason)
-            return Change(replace(self._failed(request, reason).item,
-                                  verification=report.to_dict()),
+            if plan.action != RequestAction.PROMOTE:  # the branch is kept to look into
+                reason += (f" The restore branch `{plan.target_branch_name}` is kept so you can "
+                           "look into it; delete it in the Neon console (Branches) when done.")
+            return Change(replace(request, state=RequestState.FAILED, error=reason,
+                                  verification=report.to_dict(), finished_at=self.now()),
                           "request.verification_failed", details | {"error": reason})
         return Change(replace(request, state=RequestState.SUCCEEDED, step=Step.DONE,
                               verification=report.to_dict(), finished_at=self.now()),
                       "request.succeeded", details)
 
     def _failed(self, request: ChangeRequest, reason: str) -> Change[ChangeRequest]:
-        return Change(replace(request, state=RequestState.FAILED, error=reason,
-                              finished_at=self.now()), "request.failed")
+        """The one way a request fails. A restore whose branch may exist removes it first
+        (step clean_up); a promotion keeps everything, since its preserved branch is the
+        old state of production."""
+        made_branch = (request.plan.action != RequestAction.PROMOTE
+                       and request.state == RequestState.RUNNING
+                       and request.step not in (Step.CREATE_BRANCH, Step.CLEAN_UP, None))
+        if made_branch:
+            return Change(replace(request, step=Step.CLEAN_UP, error=reason),
+                          "request.step_failed", {"branch_id": request.branch_id})
+        if request.step == Step.CLEAN_UP:  # removing the branch is what failed
+            reason = (f"{request.error} The restore branch `{request.plan.target_branch_name}` "
+                      f"could not be removed ({reason}); delete it in the Neon console "
+                      "(Branches).")
+        return Change(replace(request, state=RequestState.FAILED, finished_at=self.now(),
+                              error=reason), "request.failed")
+
+    def _clean_up(self, request: ChangeRequest) -> Change[ChangeRequest] | Wait:
+        """Delete the restore branch of a failed restore (gone already is fine), then end
+        the request failed, saying what was removed."""
+        name = request.plan.target_branch_name
+        branch = self.neon.find_branch_by_name(name)
+        if branch is not None and not (branch.default or branch.protected):
+            try:
+                change = self.neon.delete_branch(branch.id)
+                if change.operations:
+                    self.neon.wait_for_operations(list(change.operations),
+                                                  timeout=WAIT_CHUNK_SECONDS)
+            except NeonOperationTimeout:
+                return WAIT
+            except NeonNotFound:
+                pass
+        return Change(replace(request, state=RequestState.FAILED, finished_at=self.now(),
+                              error=f"{request.error} The restore branch `{name}` was "
+                              "removed; nothing else was changed."),
+                      "request.failed", {"error": request.error, "removed_branch": name})
 
     def _safely(self, action: Callable[[], object], what: str) -> None:
         try:
