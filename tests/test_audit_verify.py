@@ -81,13 +81,14 @@ TAMPERS: dict[str, tuple[Tamper, int, int]] = {
     "edited prev_hash": (lambda a: a.set("prev_hash", 9, "e" * 64), 9, 8),
     "removed entry": (lambda a: a.run("DELETE FROM audit_entries WHERE seq = 7"), 8, 6),
     "removed first entry": (lambda a: a.run("DELETE FROM audit_entries WHERE seq = 1"), 2, 0),
+    # (hashes made unique with a letter no hex digest has)
     "inserted before the first": (lambda a: a.run(
         "INSERT INTO audit_entries SELECT 0, created_at, actor, action, subject, details, "
-        "'1' || substr(prev_hash, 2), '2' || substr(hash, 2) FROM audit_entries "
+        "'y' || substr(prev_hash, 2), 'z' || substr(hash, 2) FROM audit_entries "
         "WHERE seq = 1"), 0, 0),
     "inserted after a gap": (lambda a: a.run(
         f"INSERT INTO audit_entries SELECT {COUNT + 2}, created_at, actor, action, subject, "
-        "details, hash, '3' || substr(hash, 2) FROM audit_entries "
+        "details, hash, 'z' || substr(hash, 2) FROM audit_entries "
         f"WHERE seq = {COUNT}"), COUNT + 2, COUNT),
     "an edit before an unreadable row": (
         lambda a: (a.set("subject", 3, "backup-x"), a.set("details", 5, "{")), 3, 2),
