@@ -60,12 +60,13 @@ def serve() -> int:
 
 
 def doctor() -> int:
-    from bot.services.doctor import Check, render
+    from bot.services.doctor import check_settings, render
 
     try:
         settings = load_settings()
     except SettingsError as error:
-        print(render([Check("Settings", False, str(error))]))
+        print(render(check_settings(error.problems)))
+        print("\nNot ready: Settings.")
         return 1
     from bot.app import doctor_checks
 
