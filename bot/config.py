@@ -24,11 +24,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.domain.durations import DURATION_FORMAT, parse_duration
 
-USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
-CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
-BOT_TOKEN = re.compile(r"^xoxb-[A-Za-z0-9-]+$")
-APP_TOKEN = re.compile(r"^xapp-[A-Za-z0-9-]+$")
+# Matched whole (`fullmatch`): a trailing newline is not part of an id or a token.
+USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+USERGROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+BOT_TOKEN = re.compile(r"xoxb-[A-Za-z0-9-]+")
+APP_TOKEN = re.compile(r"xapp-[A-Za-z0-9-]+")
 # What documentation writes where a real value goes. Matched case-insensitively against
 # the whole value, or the value after a known prefix such as `xoxb-`.
 PLACEHOLDER_WORDS = frozenset({"changeme", "change-me", "change_me", "replaceme", "replace-me",
@@ -161,8 +162,8 @@ class Settings(BaseSettings):
         secrets = [s.get_secret_value() for s in (self.slack_bot_token, self.slack_app_token,
                                                    self.slack_signing_secret, self.neon_api_key)
                    if s is not None]
-        password = urlsplit(self.database_url).password
-        return secrets + ([unquote(password)] if password else [])
+        password = urlsplit(self.database_url).password  # as written, and decoded
+        return secrets + ([password, unquote(password)] if password else [])
 
     @field_validator("schedule_timezone")
     @classmethod
@@ -211,7 +212,7 @@ class Settings(BaseSettings):
     def _id_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
-        bad = [v for v in value if not (USER_ID.match(v) or USERGROUP_ID.match(v))]
+        bad = [v for v in value if not (USER_ID.fullmatch(v) or USERGROUP_ID.fullmatch(v))]
         if bad:
             raise ValueError(f"{', '.join(bad)} is not a Slack user id (U… or W…) or "
                              "user-group id (S…)")
@@ -220,7 +221,7 @@ class Settings(BaseSettings):
     @field_validator("approvals_channel", "alerts_channel")
     @classmethod
     def _channel(cls, value: str) -> str:
-        if not CHANNEL_ID.match(value):
+        if not CHANNEL_ID.fullmatch(value):
             raise ValueError(f"{value!r} is not a Slack channel id (C… or G…, not a #name)")
         return value
 
@@ -235,14 +236,14 @@ class Settings(BaseSettings):
     @field_validator("slack_bot_token")
     @classmethod
     def _bot_token(cls, value: SecretStr) -> SecretStr:
-        if not BOT_TOKEN.match(value.get_secret_value()):
+        if not BOT_TOKEN.fullmatch(value.get_secret_value()):
             raise ValueError("a bot token is xoxb- followed by letters, digits and dashes")
         return value
 
     @field_validator("slack_app_token")
     @classmethod
     def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not APP_TOKEN.match(value.get_secret_value()):
+        if value is not None and not APP_TOKEN.fullmatch(value.get_secret_value()):
             raise ValueError("an app-level token is xapp- followed by letters, digits and "
                              "dashes")
         return value

@@ -161,3 +161,11 @@ def test_doctor_names_each_bad_setting_on_its_own_line(env):
     assert lines[1].startswith("[FAIL] Settings: ALERTS_CHANNEL is malformed")
     assert lines[2].strip().startswith("fix: Set them in the environment or in .env")
     assert len(lines) == 3
+
+
+def test_a_value_with_a_trailing_newline_is_malformed(env):
+    env(**{**GOOD, "SLACK_BOT_TOKEN": "xoxb-1-2\n", "APPROVALS_CHANNEL": "C0APPROVALS\n"})
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert [p.split(" ")[0] for p in error.value.problems] == ["SLACK_BOT_TOKEN",
+                                                                "APPROVALS_CHANNEL"]
