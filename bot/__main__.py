@@ -19,20 +19,21 @@ import threading
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
-from bot.config import SettingsError, load_settings, load_store_settings
+from bot.config import Settings, SettingsError, load_settings, load_store_settings
 
 
-def _configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # slack_sdk logs request bodies at DEBUG; keep tokens out of the logs whatever the level.
-    logging.getLogger("slack_sdk").setLevel(max(logging.INFO, logging.getLevelName(level)))
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _configure_logging(level: str = "INFO", settings: Settings | None = None) -> None:
+    from bot.logs import configure_logging
+
+    if settings is None:  # the store commands: no secrets known but those seen by shape
+        configure_logging(level)
+    else:
+        configure_logging(level, settings.log_format, settings.secret_values())
 
 
 def serve() -> int:
     settings = load_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings)
     from bot.app import build
     from bot.web import serve as serve_http
 
@@ -60,12 +61,13 @@ def serve() -> int:
 
 
 def doctor() -> int:
-    from bot.services.doctor import Check, render
+    from bot.services.doctor import check_settings, render
 
     try:
         settings = load_settings()
     except SettingsError as error:
-        print(render([Check("Settings", False, str(error))]))
+        print(render(check_settings(error.problems)))
+        print("\nNot ready: Settings.")
         return 1
     from bot.app import doctor_checks
 
@@ -126,7 +128,7 @@ def audit_export(fmt: Literal["jsonl", "csv"], since: datetime | None, output: T
 def run_job(name: str) -> int:
     """Run one of the scheduler's jobs once, now, in this process; exit 1 if it failed."""
     settings = load_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings)
     from bot.app import run_job_once
 
     result = run_job_once(settings, name)

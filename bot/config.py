@@ -3,6 +3,10 @@
 Every problem is collected and reported at once, naming the variable, so a deploy with
 three mistakes needs one fix-up, not three restarts. Secrets are SecretStr: they never
 appear in a repr, a log line or an error message.
+
+Values copied from `.env.example` or from documentation without being filled in
+(`xoxb-...`, `...`, `changeme`, `your-…`, `<…>`) are refused as placeholders, by name,
+rather than starting a bot that fails at every call to Slack or Neon.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -19,22 +24,31 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.domain.durations import DURATION_FORMAT, parse_duration
 
-USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
-CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+# Matched whole (`fullmatch`): a trailing newline is not part of an id or a token.
+USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+USERGROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+BOT_TOKEN = re.compile(r"xoxb-[A-Za-z0-9-]+")
+APP_TOKEN = re.compile(r"xapp-[A-Za-z0-9-]+")
+# What documentation writes where a real value goes. Matched case-insensitively against
+# the whole value, or the value after a known prefix such as `xoxb-`.
+PLACEHOLDER_WORDS = frozenset({"changeme", "change-me", "change_me", "replaceme", "replace-me",
+                               "replace_me", "placeholder", "todo", "tbd", "fixme"})
+TOKEN_PREFIXES = ("xoxb-", "xoxp-", "xapp-")
 DATABASE_URL_PREFIXES = ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
 
 # What each variable is, for messages about a missing or malformed one.
 DESCRIPTIONS: dict[str, str] = {
     "SLACK_BOT_TOKEN": "the bot token, xoxb-…, from the Slack app's OAuth & Permissions page",
-    "SLACK_SIGNING_SECRET": "from the Slack app's Basic Information page (needed in HTTP mode)",
+    "SLACK_SIGNING_SECRET": "the signing secret, from the Slack app's Basic Information page "
+                            "(needed in HTTP mode)",
     "SLACK_APP_TOKEN": "an app-level token xapp-… with connections:write, for Socket Mode",
     "SLACK_API_URL": "the Slack Web API base URL, such as https://slack.com/api/",
     "NEON_API_KEY": "a Neon API key that can manage the project's branches",
     "NEON_PROJECT_ID": "the Neon project id, such as young-sun-123456, from the project settings",
     "NEON_API_URL": "the Neon API base URL, such as https://console.neon.tech/api/v2",
     "DATABASE_URL": "Lifeguard's own store: sqlite:///path.db, postgresql://… or postgres://…",
-    "APPROVERS": "a comma list of Slack user ids (U…) and user-group ids (S…)",
+    "APPROVERS": "a comma list of Slack user ids (U… or W…) and user-group ids (S…)",
     "REQUIRED_APPROVALS": "how many approvers besides the requester, a whole number from 1",
     "APPROVAL_TTL": f"how long a request waits for approval: {DURATION_FORMAT}",
     "APPROVALS_CHANNEL": "the channel id (C…) where approval cards are posted",
@@ -43,6 +57,7 @@ DESCRIPTIONS: dict[str, str] = {
     "BACKUP_RETENTION": f"how long Neon keeps a backup branch: {DURATION_FORMAT}",
     "PORT": "the HTTP port, 1 to 65535",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "LOG_FORMAT": "text (for people) or json (one JSON object a line, for log shippers)",
     "WORKER_THREADS": "how many background jobs may run at once, a whole number from 1",
     "VERIFY_CHECKS": 'a JSON object of named SQL checks run on restored branches, such as '
                      '{"orders have customers": "SELECT NOT EXISTS (…)"}',
@@ -59,6 +74,33 @@ DESCRIPTIONS: dict[str, str] = {
     "DRILL_TARGET_AGE": f"how far back a drill restores: {DURATION_FORMAT}",
     "APPROVAL_REMINDER_AFTER": f"when approvers are reminded once: {DURATION_FORMAT}",
 }
+
+
+def is_placeholder(value: str) -> bool:
+    """True for a value left as documentation writes it: `...` or `…` anywhere, `<…>`,
+    `your-…`, `changeme` and the like (after a token prefix such as `xoxb-`, too), or
+    x's where the characters go (`xoxb-xxxx-xxxx`, `Cxxxxxxxx`)."""
+    text = value.strip().lower()
+    if "..." in text or "…" in text or ("<" in text and ">" in text):
+        return True
+    rest = next((text.removeprefix(p) for p in TOKEN_PREFIXES if text.startswith(p)), text)
+    if rest in PLACEHOLDER_WORDS or rest.startswith(("your-", "your_", "your ")):
+        return True
+    body = rest[1:] if len(rest) > 1 and rest[0] in "cgusw" else rest  # after an id's letter
+    return bool(body) and set(body) <= {"x", "-"}
+
+
+def _refuse_placeholder(value: Any) -> Any:
+    """A `mode="before"` check (run before the format checks), so a placeholder is named
+    as one rather than as a value of the wrong shape."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    texts = value.split(",") if isinstance(value, str) else (
+        [str(v) for v in value] if isinstance(value, (list, tuple)) else [])
+    if any(is_placeholder(t) for t in texts if t.strip()):
+        raise PydanticCustomError("placeholder", "it is still a placeholder")
+    return value
+
 
 def _check_database_url(value: str) -> str:
     if not value.startswith(DATABASE_URL_PREFIXES):
@@ -95,6 +137,7 @@ class Settings(BaseSettings):
     backup_retention: Duration = timedelta(days=7)
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     worker_threads: int = Field(default=8, ge=1)
     verify_checks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     verify_exact_row_limit: int = Field(default=1_000_000, ge=0)
@@ -113,6 +156,14 @@ class Settings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    def secret_values(self) -> list[str]:
+        """Every secret setting's value (and the store's password), for the log filter."""
+        secrets = [s.get_secret_value() for s in (self.slack_bot_token, self.slack_app_token,
+                                                   self.slack_signing_secret, self.neon_api_key)
+                   if s is not None]
+        password = urlsplit(self.database_url).password  # as written, and decoded
+        return secrets + ([password, unquote(password)] if password else [])
 
     @field_validator("schedule_timezone")
     @classmethod
@@ -161,15 +212,16 @@ class Settings(BaseSettings):
     def _id_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
-        bad = [v for v in value if not (USER_ID.match(v) or USERGROUP_ID.match(v))]
+        bad = [v for v in value if not (USER_ID.fullmatch(v) or USERGROUP_ID.fullmatch(v))]
         if bad:
-            raise ValueError(f"{', '.join(bad)} is not a Slack user id (U…) or user-group id (S…)")
+            raise ValueError(f"{', '.join(bad)} is not a Slack user id (U… or W…) or "
+                             "user-group id (S…)")
         return value
 
     @field_validator("approvals_channel", "alerts_channel")
     @classmethod
     def _channel(cls, value: str) -> str:
-        if not CHANNEL_ID.match(value):
+        if not CHANNEL_ID.fullmatch(value):
             raise ValueError(f"{value!r} is not a Slack channel id (C… or G…, not a #name)")
         return value
 
@@ -184,15 +236,16 @@ class Settings(BaseSettings):
     @field_validator("slack_bot_token")
     @classmethod
     def _bot_token(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith("xoxb-"):
-            raise ValueError("a bot token starts with xoxb-")
+        if not BOT_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("a bot token is xoxb- followed by letters, digits and dashes")
         return value
 
     @field_validator("slack_app_token")
     @classmethod
     def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith("xapp-"):
-            raise ValueError("an app-level token starts with xapp-")
+        if value is not None and not APP_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("an app-level token is xapp- followed by letters, digits and "
+                             "dashes")
         return value
 
     @field_validator("slack_api_url", "neon_api_url")
@@ -217,6 +270,11 @@ class Settings(BaseSettings):
 
     _database_url = field_validator("database_url")(_check_database_url)
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -232,6 +290,13 @@ class Settings(BaseSettings):
             raise PydanticCustomError("missing", "Field required")
         return value
 
+    # Defined last: "before" checks run last-defined first, so this one precedes the
+    # format checks of the same variables.
+    _placeholders = field_validator(
+        "slack_bot_token", "slack_app_token", "slack_signing_secret", "neon_api_key",
+        "neon_project_id", "approvals_channel", "alerts_channel", "approvers",
+        mode="before")(_refuse_placeholder)
+
 
 class SettingsError(Exception):
     """Settings are missing or malformed. The message names every problem."""
@@ -240,7 +305,7 @@ class SettingsError(Exception):
         self.problems = problems
         lines = "\n".join(f"  - {problem}" for problem in problems)
         super().__init__(
-            "Lifeguard cannot start: these settings are missing or malformed.\n"
+            "Lifeguard cannot start: these settings are missing, malformed or placeholders.\n"
             f"{lines}\n"
             "Set them in the environment or in a .env file in the working directory; "
             "see README.md."
@@ -255,6 +320,9 @@ def _problem(error: Any) -> str:
     what = DESCRIPTIONS.get(name, "")
     if error.get("type") == "missing":
         return f"{name} is missing: {what}" if what else f"{name} is missing"
+    if error.get("type") == "placeholder":  # the value itself is never shown: maybe a secret
+        return f"{name} is still a placeholder, not a real value" + (
+            f"; expected {what}" if what else "")
     message = str(error.get("msg", "")).removeprefix("Value error, ")
     return f"{name} is malformed: {message}" + (f"; expected {what}" if what and
                                                    DURATION_FORMAT not in message else "")

@@ -58,7 +58,6 @@ from bot.domain.audit import (
     AuditEvent,
     ChainBreak,
     entry_hash,
-    find_chain_break,
 )
 from bot.domain.backups import Backup
 from bot.domain.drills import Drill, DrillState, check_drill_transition
@@ -68,6 +67,7 @@ from bot.domain.requests import (
     Plan,
     check_transition,
 )
+from storage.audit_verify import verify_chain
 from storage.db import create_engine_for, is_postgresql, write_connection
 from storage.migrate import upgrade_engine
 from storage.models import audit_entries, backups, change_requests, drills
@@ -231,38 +231,9 @@ class SqlStore:
     def verify(self) -> tuple[int, ChainBreak | None]:
         """(entries checked, the first break or None). The chain must start at seq 1 with
         GENESIS_HASH and continue without gaps; each entry's hash must match its content.
-        A removed tail is not detectable here: compare `head()` with an exported head."""
-        checked = 0
-        prev_hash, expected_seq = GENESIS_HASH, 1
-        after = 0
-        while True:
-            try:
-                batch = self._entry_batch(after, None)
-            except (ValueError, TypeError):  # some row was edited into something unreadable
-                return checked, self._unreadable_entry(after)
-            broken = find_chain_break(batch, prev_hash, expected_seq)
-            if broken is not None:
-                checked += sum(1 for entry in batch if entry.seq < broken.seq)
-                return checked, broken
-            checked += len(batch)
-            if len(batch) < self.batch_size:
-                return checked, None
-            prev_hash, expected_seq = batch[-1].hash, batch[-1].seq + 1
-            after = batch[-1].seq
-
-    def _unreadable_entry(self, after: int) -> ChainBreak:
-        seqs = self.transaction(
-            lambda conn: conn.execute(
-                select(audit_entries.c.seq).where(audit_entries.c.seq > after)
-                .order_by(audit_entries.c.seq).limit(self.batch_size)).scalars().all(),
-            write=False,
-        )
-        for seq in seqs:
-            try:
-                self._entry_batch(seq - 1, None, limit=1)
-            except (ValueError, TypeError) as exc:
-                return ChainBreak(seq, f"it cannot be read ({exc}); it was edited")
-        return ChainBreak(after + 1, "an entry cannot be read; it was edited")  # pragma: no cover
+        A removed tail is not detectable here: compare `head()` with an exported head.
+        Streams the chain through a raw cursor: see storage/audit_verify.py."""
+        return verify_chain(self._engine, fetch_size=self.batch_size)
 
     # --- records ---------------------------------------------------------------------
 

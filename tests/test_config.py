@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from bot.config import SettingsError, load_settings
+from bot.config import SettingsError, is_placeholder, load_settings
+from bot.services.doctor import check_settings, render
 
 GOOD = {"SLACK_BOT_TOKEN": "xoxb-1-2", "SLACK_SIGNING_SECRET": "s3cret",
         "NEON_API_KEY": "neon-key", "NEON_PROJECT_ID": "young-sun-123456",
@@ -17,7 +20,7 @@ GOOD = {"SLACK_BOT_TOKEN": "xoxb-1-2", "SLACK_SIGNING_SECRET": "s3cret",
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no developer's .env
     for name in [*GOOD, "SLACK_APP_TOKEN", "APPROVERS", "VERIFY_CHECKS", "APPROVAL_TTL",
-                 "DATABASE_URL"]:
+                 "DATABASE_URL", "LOG_FORMAT"]:
         monkeypatch.delenv(name, raising=False)
 
     def set_(**values: str) -> None:
@@ -60,3 +63,109 @@ def test_socket_mode_needs_no_signing_secret(env):
     env(**{k: v for k, v in GOOD.items() if k != "SLACK_SIGNING_SECRET"},
         SLACK_APP_TOKEN="xapp-1-2")
     assert load_settings().socket_mode
+
+
+# --- placeholders and formats --------------------------------------------------------
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_env_example_as_copied_names_every_value_still_to_fill_in(env, tmp_path):
+    shutil.copy(PROJECT_ROOT / ".env.example", tmp_path / ".env")  # the fixture's cwd
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    text = str(error.value)
+    for name in GOOD:
+        assert f"{name} is still a placeholder" in text, text
+    assert "xoxb-..." not in text and "your-neon-project-id" not in text
+
+
+@pytest.mark.parametrize("value", ["xoxb-...", "xoxb-…", "xoxb-your-bot-token", "<bot token>",
+                                   "xoxb-changeme", "xoxb-xxxx-xxxx-xxxx", "xoxb-TODO"])
+def test_a_placeholder_token_is_named_as_one(env, value):
+    env(**{**GOOD, "SLACK_BOT_TOKEN": value})
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert error.value.problems == [
+        "SLACK_BOT_TOKEN is still a placeholder, not a real value; expected the bot token, "
+        "xoxb-…, from the Slack app's OAuth & Permissions page"]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SLACK_SIGNING_SECRET", "..."), ("SLACK_SIGNING_SECRET", "changeme"),
+    ("NEON_API_KEY", "..."), ("NEON_API_KEY", "your-neon-api-key"), ("NEON_API_KEY", "<key>"),
+    ("NEON_PROJECT_ID", "your-project-id"), ("APPROVALS_CHANNEL", "C..."),
+    ("ALERTS_CHANNEL", "Cxxxxxxxxx"), ("APPROVERS", "U0BOB, U..."),
+    ("SLACK_APP_TOKEN", "xapp-..."),
+])
+def test_each_placeholder_is_named_by_its_variable(env, name, value):
+    env(**{**GOOD, name: value})
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert len(error.value.problems) == 1
+    assert error.value.problems[0].startswith(f"{name} is still a placeholder")
+
+
+def test_real_looking_values_are_not_placeholders():
+    for value in ("xoxb-1234-5678-AbCdEf", "xoxb-test-token", "8f742231b10e8888abcd99yy",
+                  "young-sun-123456", "C0APPROVALS", "U0BOB", "S0DBAS", "W0ENTERPRISE",
+                  "napi_abc123", "k"):
+        assert not is_placeholder(value), value
+    for value in ("...", "…", "xoxb-...", "<your token>", "changeme", "CHANGE-ME", "your-key",
+                  "your_key", "xoxb-xxxx", "XXXXXXXX", "Cxxxxxxx", "placeholder", "TBD"):
+        assert is_placeholder(value), value
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SLACK_BOT_TOKEN", "xoxb-1-2 extra"), ("SLACK_BOT_TOKEN", "xoxb-"),
+    ("SLACK_BOT_TOKEN", "xapp-1-2"), ("SLACK_APP_TOKEN", "xoxb-1-2"),
+    ("SLACK_APP_TOKEN", "xapp-1/2"), ("APPROVALS_CHANNEL", "c0lower"),
+    ("APPROVALS_CHANNEL", "D0DIRECT"), ("APPROVERS", "U0BOB,B0BOT"), ("APPROVERS", "u0bob"),
+])
+def test_token_and_id_formats_are_checked(env, name, value):
+    env(**{**GOOD, name: value})
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert len(error.value.problems) == 1
+    assert error.value.problems[0].startswith(f"{name} is malformed")
+    if "TOKEN" in name and value not in ("xoxb-", "xapp-"):  # secrets never echoed
+        assert value not in str(error.value)
+
+
+def test_well_formed_ids_of_every_kind_are_accepted(env):
+    env(**{**GOOD, "APPROVALS_CHANNEL": "G0PRIVATE", "APPROVERS": "U0BOB,W0ENTERPRISE,S0DBAS",
+           "SLACK_APP_TOKEN": "xapp-1-A0-123"})
+    settings = load_settings()
+    assert settings.approvers == ("U0BOB", "W0ENTERPRISE", "S0DBAS")
+    assert settings.approvals_channel == "G0PRIVATE" and settings.socket_mode
+
+
+def test_log_format_is_text_unless_json(env):
+    env(**GOOD)
+    assert load_settings().log_format == "text"
+    env(LOG_FORMAT=" JSON ")
+    assert load_settings().log_format == "json"
+    env(LOG_FORMAT="xml")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert error.value.problems[0].startswith("LOG_FORMAT is malformed")
+    assert "json" in error.value.problems[0]
+
+
+def test_doctor_names_each_bad_setting_on_its_own_line(env):
+    env(**{**GOOD, "SLACK_BOT_TOKEN": "xoxb-...", "ALERTS_CHANNEL": "#alerts"})
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    lines = render(check_settings(error.value.problems)).splitlines()
+    assert lines[0].startswith("[FAIL] Settings: SLACK_BOT_TOKEN is still a placeholder")
+    assert lines[1].startswith("[FAIL] Settings: ALERTS_CHANNEL is malformed")
+    assert lines[2].strip().startswith("fix: Set them in the environment or in .env")
+    assert len(lines) == 3
+
+
+def test_a_value_with_a_trailing_newline_is_malformed(env):
+    env(**{**GOOD, "SLACK_BOT_TOKEN": "xoxb-1-2\n", "APPROVALS_CHANNEL": "C0APPROVALS\n"})
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert [p.split(" ")[0] for p in error.value.problems] == ["SLACK_BOT_TOKEN",
+                                                                "APPROVALS_CHANNEL"]

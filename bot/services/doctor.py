@@ -44,6 +44,17 @@ def _slack_error_code(error: Exception) -> str | None:
         return None
 
 
+def check_settings(problems: list[str]) -> list[Check]:
+    """One failed check per setting that stops the start (missing, malformed or still a
+    placeholder), each naming its variable and what it expects."""
+    checks = [Check("Settings", False, problem) for problem in problems]
+    if checks:  # one hint for all of them, under the last
+        checks[-1] = Check("Settings", False, problems[-1],
+                           "Set them in the environment or in .env; every variable is "
+                           "described in README.md (Settings).")
+    return checks
+
+
 def check_slack(slack: DoctorSlack, channels: dict[str, str]) -> list[Check]:
     try:
         who = slack.auth_test()
