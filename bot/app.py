@@ -23,10 +23,10 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.background import Background
 from bot.config import Settings
 from bot.domain.retention import RetentionPolicy
+from bot.leadership import Leadership
 from bot.neon import NeonClient
 from bot.scheduler import (
     JobHandler,
-    Leadership,
     build_jobs,
     describe_schedule,
     register_job_handlers,

@@ -16,8 +16,8 @@ from bot.domain.drills import (
     describe_seconds,
 )
 from bot.domain.durations import humanize_age
+from bot.domain.verification import VerificationReport
 from bot.services.drills import DrillOverview
-from bot.services.verification import VerificationReport
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
 
 START = "drill.start"  # the reminder's "Start drill" button

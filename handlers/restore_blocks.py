@@ -16,7 +16,7 @@ from bot.domain.requests import (
     Step,
 )
 from bot.domain.restores import RESTORE_USAGE
-from bot.services.verification import VerificationReport
+from bot.domain.verification import VerificationReport
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
 
 APPROVE = "request.approve"

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.domain.requests import RequestState
+from bot.domain.verification import VerificationReport
 from bot.neon.models import BranchChange, Database, Endpoint, Operation
 from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
-from bot.services.verification import VerificationReport
 from storage import SqlStore
 from tests.support.restore_stubs import Directory, RecordingNeon
 

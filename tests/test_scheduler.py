@@ -27,10 +27,9 @@ from sqlalchemy import Engine
 from bot import scheduler
 from bot.config import Settings
 from bot.domain.audit import AuditEvent
+from bot.leadership import LEADER_LOCK_KEY, FileLock, Leadership, leader_lock
 from bot.scheduler import (
     JOBS,
-    LEADER_LOCK_KEY,
-    Leadership,
     build_jobs,
     cron_trigger,
     describe_schedule,
@@ -514,8 +513,8 @@ def test_postgres_the_other_takes_over_within_an_interval(leaders_on, postgres_u
 def test_the_lock_file_sits_next_to_the_sqlite_database(tmp_path):
     engine = create_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     try:
-        lock = scheduler.leader_lock(engine, "me:1")
-        assert isinstance(lock, scheduler.FileLock)
+        lock = leader_lock(engine, "me:1")
+        assert isinstance(lock, FileLock)
         assert lock.path == tmp_path / "store.db.scheduler-lock"
     finally:
         engine.dispose()

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bot.services.verification import VerificationReport, verify_branch
+from bot.domain.verification import VerificationReport
+from bot.services.verification import verify_branch
 from tests.support.postgres import PostgresServer, free_port
 
 _copies = itertools.count(1)

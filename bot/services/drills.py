@@ -44,6 +44,7 @@ from bot.domain.drills import (
 )
 from bot.domain.durations import format_duration, humanize_age
 from bot.domain.errors import Conflict, DuplicateDrill, NotFound
+from bot.domain.verification import VerificationReport
 from bot.neon.errors import (
     NeonError,
     NeonNotFound,
@@ -53,7 +54,7 @@ from bot.neon.models import BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, DrillRecords, MessageRef
-from bot.services.verification import VerificationReport, Verifier
+from bot.services.verification import Verifier
 from bot.services.work import TRANSIENT_ERRORS, WAIT, Change, Engine, Kind, Wait
 
 log = logging.getLogger("lifeguard.drills")

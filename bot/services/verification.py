@@ -3,7 +3,8 @@ compare their tables, row counts and newest timestamps, then run the team's own 
 
 Both sides are read at the same time (one thread and one connection each), inside one
 read-only REPEATABLE READ transaction per side, so every figure of a side comes from the
-same snapshot and nothing can be written by a verification or by a custom check.
+same snapshot and nothing can be written by a verification or by a custom check. What is
+compared, how two sides match and the report are bot/domain/verification.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -22,13 +22,19 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-APPLICATION_NAME = "lifeguard-verify"
-# Estimated counts are never exact: a fresh ANALYZE on one side alone moves the estimate
-# by a few percent on a big table. Below this relative gap the estimates "match".
-ESTIMATE_TOLERANCE = 0.05
-MAX_LISTED = 5  # tables named in a summary before "and N more"
+from bot.domain.verification import (
+    CatalogTable,
+    CheckResult,
+    TableKey,
+    TableMeasurement,
+    TablePlan,
+    TableResult,
+    VerificationReport,
+    compare_table,
+    plan_comparison,
+)
 
-TableKey = tuple[str, str]
+APPLICATION_NAME = "lifeguard-verify"
 
 # One query per side for every user table. pg_relation_size lets the estimate follow the
 # table's current size, as the planner does, when reltuples is stale. Timestamp columns
@@ -62,143 +68,6 @@ WHERE c.relkind = 'r'  -- partitions are 'r' too; a partitioned parent holds no 
 GROUP BY n.nspname, c.relname, c.oid, c.reltuples, c.relpages
 ORDER BY 1, 2
 """)
-
-
-@dataclass(frozen=True)
-class TableResult:
-    """One table present on both sides."""
-
-    schema: str
-    table: str
-    source_rows: int | None
-    target_rows: int | None
-    exact: bool  # count(*) on both sides; else estimated from pg_class.reltuples
-    # column -> (source max, target max), RFC 3339 UTC text; None when the table is empty
-    newest: dict[str, tuple[str | None, str | None]]
-    differs: bool
-    note: str
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One custom check, run on the target."""
-
-    name: str
-    passed: bool
-    value: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class VerificationReport:
-    ok: bool
-    compared_tables: int
-    tables: tuple[TableResult, ...]
-    missing_in_target: tuple[str, ...]
-    extra_in_target: tuple[str, ...]
-    checks: tuple[CheckResult, ...]
-    seconds: float
-    error: str | None
-    compared_with: str
-
-    def summary(self) -> str:
-        """One or two sentences for the Slack card."""
-        against = f" against {self.compared_with}" if self.compared_with else ""
-        if self.error:
-            return f"Verification{against} failed: {self.error}"
-        parts: list[str] = []
-        differing = [t for t in self.tables if t.differs]
-        if not self.tables and not self.missing_in_target:
-            parts.append(f"Verified 0 tables{against}: "
-                         "there are no tables here and none in the source.")
-        elif differing:
-            listed = _listing([f"{_display(t.schema, t.table)} ({t.note})" for t in differing])
-            head = f"{len(differing)} of {self.compared_tables} tables differ{against}"
-            if self.ok:  # allowed differences: still shown, said why they do not fail it
-                head += " (allowed: the source has moved on since)"
-            parts.append(f"{head}: {listed}.")
-        elif self.tables:
-            parts.append(f"Verified {self.compared_tables} tables{against}: "
-                         f"row counts match ({self._count_kinds()}){self._newest_phrase()}.")
-        else:
-            parts.append(f"Compared 0 tables{against}: none of the source's tables are here.")
-        if self.missing_in_target:
-            parts.append(f"Missing here: {_listing(list(self.missing_in_target))}.")
-        if self.extra_in_target:
-            parts.append(f"Only here, not in the source: {_listing(list(self.extra_in_target))}.")
-        failed = [c for c in self.checks if not c.passed]
-        if failed:
-            said = [f"{c.name} (error: {c.error})" if c.error else f"{c.name} (got {c.value})"
-                    for c in failed]
-            parts.append(f"{len(failed)} of {len(self.checks)} checks failed: {_listing(said)}.")
-        elif self.checks:
-            parts.append(f"All {len(self.checks)} checks passed.")
-        return " ".join(parts)
-
-    def _count_kinds(self) -> str:
-        estimated = sum(1 for t in self.tables if not t.exact)
-        if not estimated:
-            return "exact"
-        if estimated == len(self.tables):
-            return "estimated"
-        return f"{len(self.tables) - estimated} exact, {estimated} estimated"
-
-    def _newest_phrase(self) -> str:
-        # The newest created_at across all tables says how recent the data is; another
-        # *_at column stands in when no table has created_at.
-        best: dict[str, tuple[datetime, str, str]] = {}
-        for t in self.tables:
-            for column, (_, target) in t.newest.items():
-                when = _parse_rfc3339(target)
-                if when is not None and (column not in best or when > best[column][0]):
-                    best[column] = (when, target or "", _display(t.schema, t.table))
-        if not best:
-            return ""
-        column = "created_at" if "created_at" in best else sorted(best)[0]
-        _, text, table = best[column]
-        return f"; newest {column} {text} ({table}), the same in the source"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form, for the store."""
-        return {
-            "ok": self.ok,
-            "compared_tables": self.compared_tables,
-            "tables": [{
-                "schema": t.schema, "table": t.table,
-                "source_rows": t.source_rows, "target_rows": t.target_rows,
-                "exact": t.exact,
-                "newest": {column: list(pair) for column, pair in t.newest.items()},
-                "differs": t.differs, "note": t.note,
-            } for t in self.tables],
-            "missing_in_target": list(self.missing_in_target),
-            "extra_in_target": list(self.extra_in_target),
-            "checks": [{"name": c.name, "passed": c.passed, "value": c.value, "error": c.error}
-                       for c in self.checks],
-            "seconds": self.seconds,
-            "error": self.error,
-            "compared_with": self.compared_with,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VerificationReport:
-        return cls(
-            ok=bool(data["ok"]),
-            compared_tables=int(data["compared_tables"]),
-            tables=tuple(TableResult(
-                schema=t["schema"], table=t["table"],
-                source_rows=t["source_rows"], target_rows=t["target_rows"],
-                exact=bool(t["exact"]),
-                newest={column: (pair[0], pair[1]) for column, pair in t["newest"].items()},
-                differs=bool(t["differs"]), note=t["note"],
-            ) for t in data["tables"]),
-            missing_in_target=tuple(data["missing_in_target"]),
-            extra_in_target=tuple(data["extra_in_target"]),
-            checks=tuple(CheckResult(c["name"], bool(c["passed"]), c["value"], c["error"])
-                         for c in data["checks"]),
-            seconds=float(data["seconds"]),
-            error=data["error"],
-            compared_with=data["compared_with"],
-        )
 
 
 class Verifier(Protocol):
@@ -242,7 +111,8 @@ def verify_branch(target_url: str, source_url: str, *, compared_with: str,
             both = [key for key in source_tables if key in target_tables]
             missing = tuple(_qualified(k) for k in source_tables if k not in target_tables)
             extra = tuple(_qualified(k) for k in target_tables if k not in source_tables)
-            plans = {key: _plan(source_tables[key], target_tables[key], exact_row_limit)
+            plans = {key: plan_comparison(source_tables[key], target_tables[key],
+                                          exact_row_limit)
                      for key in both}
 
             # Phase 2: count and read the newest timestamps on both sides at once; the
@@ -258,8 +128,9 @@ def verify_branch(target_url: str, source_url: str, *, compared_with: str,
     tables: list[TableResult] = []
     for key in both:
         if key in source_values and key in target_values:
-            tables.append(_compare(key, plans[key], source_tables[key], target_tables[key],
-                                   source_values[key], target_values[key]))
+            tables.append(compare_table(key, plans[key], source_tables[key],
+                                        target_tables[key], source_values[key],
+                                        target_values[key]))
     error = " ".join(e for e in (target_error, source_error) if e) or None
     differing = any(t.differs for t in tables)
     ok = (error is None
@@ -276,30 +147,7 @@ def verify_branch(target_url: str, source_url: str, *, compared_with: str,
 # --- one side ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Table:
-    """A table as one side's catalog describes it."""
-
-    schema: str
-    name: str
-    estimate: int | None  # None: never analysed (reltuples -1), so unknown
-    timestamp_columns: tuple[str, ...]
-    indexed_columns: frozenset[str]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    exact: bool
-    columns: tuple[str, ...]  # timestamp columns whose max is read on both sides
-
-
-@dataclass
-class _Measured:
-    rows: int | None  # None when estimated: the estimate is in the catalog row
-    newest: dict[str, str | None] = field(default_factory=dict)
-
-
-_Outcome = tuple[dict[TableKey, "_Measured"], str | None, list[CheckResult]]
+_Outcome = tuple[dict[TableKey, TableMeasurement], str | None, list[CheckResult]]
 
 
 class _SideError(Exception):
@@ -315,7 +163,8 @@ class _Side:
         self.conn: psycopg.Connection[Any] | None = None
         self.statement_timeout_ms = 0
 
-    def open(self, connect_timeout: float, statement_timeout_ms: int) -> dict[TableKey, _Table]:
+    def open(self, connect_timeout: float,
+             statement_timeout_ms: int) -> dict[TableKey, CatalogTable]:
         self.statement_timeout_ms = statement_timeout_ms
         try:
             self.conn = psycopg.connect(
@@ -333,7 +182,7 @@ class _Side:
         except psycopg.Error as e:
             raise _SideError(_sentence(f"Could not list the tables of {self.label}: "
                                        f"{self._clean(e)}")) from None
-        return {(r[0], r[1]): _Table(r[0], r[1], _estimate(r[2], r[3], r[4]), tuple(r[5]),
+        return {(r[0], r[1]): CatalogTable(r[0], r[1], _estimate(r[2], r[3], r[4]), tuple(r[5]),
                                      frozenset(r[6])) for r in rows}
 
     def _begin(self) -> None:
@@ -349,16 +198,16 @@ class _Side:
             " set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, YMD', true)",
             (str(self.statement_timeout_ms),))
 
-    def measure(self, plans: Mapping[TableKey, _Plan], checks: Mapping[str, str]) -> _Outcome:
+    def measure(self, plans: Mapping[TableKey, TablePlan], checks: Mapping[str, str]) -> _Outcome:
         """Counts and newest timestamps per plan, then the custom checks. Stops at the first
         failed query (it ends the transaction) and says which table it was."""
         assert self.conn is not None
-        values: dict[TableKey, _Measured] = {}
+        values: dict[TableKey, TableMeasurement] = {}
         error: str | None = None
         for key, plan in plans.items():
             query = _measure_query(key, plan)
             if query is None:
-                values[key] = _Measured(rows=None)
+                values[key] = TableMeasurement(rows=None)
                 continue
             try:
                 row = self.conn.execute(query).fetchone()
@@ -368,7 +217,7 @@ class _Side:
                 break
             assert row is not None
             offset = 1 if plan.exact else 0
-            values[key] = _Measured(
+            values[key] = TableMeasurement(
                 rows=int(row[0]) if plan.exact else None,
                 newest={c: _rfc3339(row[offset + i]) for i, c in enumerate(plan.columns)})
         results: list[CheckResult] = []
@@ -430,17 +279,7 @@ def _estimate(reltuples: float, relpages: int, pages: int) -> int | None:
     return round(reltuples)
 
 
-def _plan(source: _Table, target: _Table, exact_row_limit: int) -> _Plan:
-    exact = all(t.estimate is None or t.estimate < exact_row_limit for t in (source, target))
-    if exact:  # the count scans the table anyway; every max rides along in that scan
-        columns = tuple(c for c in source.timestamp_columns if c in target.timestamp_columns)
-    else:  # no scan of a big table: only maxima an index answers
-        columns = tuple(c for c in source.timestamp_columns
-                        if c in source.indexed_columns and c in target.indexed_columns)
-    return _Plan(exact, columns)
-
-
-def _measure_query(key: TableKey, plan: _Plan) -> sql.Composed | None:
+def _measure_query(key: TableKey, plan: TablePlan) -> sql.Composed | None:
     items = [sql.SQL("count(*)")] if plan.exact else []
     # ::text: infinity and BC dates have no Python datetime; the text always exists
     items += [sql.SQL("max({})::text").format(sql.Identifier(c)) for c in plan.columns]
@@ -448,35 +287,6 @@ def _measure_query(key: TableKey, plan: _Plan) -> sql.Composed | None:
         return None
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items),
                                                sql.Identifier(*key))
-
-
-def _compare(key: TableKey, plan: _Plan, source_table: _Table, target_table: _Table,
-             source: _Measured, target: _Measured) -> TableResult:
-    if plan.exact:
-        source_rows, target_rows = source.rows, target.rows
-        rows_differ = source_rows != target_rows
-    else:
-        source_rows, target_rows = source_table.estimate, target_table.estimate
-        high = max(source_rows or 0, target_rows or 0)
-        rows_differ = abs((source_rows or 0) - (target_rows or 0)) > ESTIMATE_TOLERANCE * high
-    newest = {c: (source.newest.get(c), target.newest.get(c)) for c in plan.columns}
-    notes: list[str] = []
-    if rows_differ:
-        about = "" if plan.exact else "about "
-        notes.append(f"rows {about}{target_rows} here, {about}{source_rows} in the source"
-                     + ("" if plan.exact else " (estimated)"))
-    for column, (in_source, here) in newest.items():
-        if in_source != here:
-            notes.append(f"newest {column} {here or 'none'} here, "
-                         f"{in_source or 'none'} in the source")
-    if not notes:
-        kind = "exact" if plan.exact else "estimated"
-        about = "" if plan.exact else "about "
-        note = f"{about}{target_rows} rows on both sides ({kind})"
-    else:
-        note = "; ".join(notes)
-    return TableResult(key[0], key[1], source_rows, target_rows, plan.exact, newest,
-                       bool(notes), note)
 
 
 # --- words and values --------------------------------------------------------------------
@@ -516,25 +326,9 @@ def _rfc3339(text: str | None) -> str | None:
     return stamp + "Z"
 
 
-def _parse_rfc3339(text: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-
-
-def _display(schema: str, table: str) -> str:
-    return table if schema == "public" else f"{schema}.{table}"
-
 
 def _qualified(key: TableKey) -> str:
     return f"{key[0]}.{key[1]}"
-
-
-def _listing(items: list[str]) -> str:
-    if len(items) <= MAX_LISTED:
-        return ", ".join(items)
-    return ", ".join(items[:MAX_LISTED]) + f" and {len(items) - MAX_LISTED} more"
 
 
 def _message(error: BaseException) -> str:
