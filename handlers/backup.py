@@ -35,13 +35,15 @@ from bot.services.health import HealthService
 from bot.services.ports import MessageRef
 from bot.services.scheduled_backups import ScheduledBackups
 from handlers import blocks, health_blocks, ids
-from handlers.answers import Asker, RunLater
+from handlers.answers import Asker
 from handlers.cards import CANNOT_POST_HERE, show_card
 from handlers.payloads import PLAN_HASH, click, slash_command
 
 log = logging.getLogger("lifeguard.handlers.backup")
 
 NOTHING_DELETED = "nothing was deleted"
+BACKUP_RECORDED = ("the backup is recorded, and Lifeguard goes on with it by itself once it "
+                   "can; `/backup list` shows where it stands")
 PRUNE_UNFINISHED = ("backups not deleted yet are kept; `/backup prune` shows the plan as it "
                     "is now")
 
@@ -57,7 +59,7 @@ def register(app: App) -> None:
 def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
                           backups: BackupService, health: HealthService,
                           scheduled: ScheduledBackups, describe_schedule: Callable[[], Any],
-                          asker: Asker, run_later: RunLater) -> None:
+                          asker: Asker) -> None:
     asked = slash_command(command)
     try:
         parsed = parse_backup_command(asked.text)
@@ -71,7 +73,8 @@ def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
                                         channel_id=asked.channel_id,
                                         response_url=asked.response_url)  # before the ack
         ack(**blocks.backup_accepted(backup))
-        run_later(lambda: backups.advance(backup.id), f"backup {backup.branch_name}")
+        asker.later(lambda: backups.advance(backup.id), f"backup {backup.branch_name}",
+                    unchanged=BACKUP_RECORDED)
     elif isinstance(parsed, BackupList):
         ack()
         asker.later(lambda: respond(**blocks.backup_list(backups.list_backups(),

@@ -27,7 +27,7 @@ from bot.services.drills import DrillService
 from bot.services.ports import MessageRef
 from handlers import drill_blocks as cards
 from handlers import ids
-from handlers.answers import Asker, RunLater
+from handlers.answers import Asker
 from handlers.blocks import Message
 from handlers.cards import show_card
 from handlers.payloads import click, slash_command
@@ -41,8 +41,7 @@ def register(app: App) -> None:
 
 
 def handle_drill_command(ack: Ack, command: dict[str, Any], respond: Respond,
-                         drills: DrillService, asker: Asker, run_later: RunLater,
-                         alerts_channel: str) -> None:
+                         drills: DrillService, asker: Asker, alerts_channel: str) -> None:
     asked = slash_command(command)
     try:
         parsed = parse_drill_command(asked.text)
@@ -53,7 +52,7 @@ def handle_drill_command(ack: Ack, command: dict[str, Any], respond: Respond,
         ack(**cards.drill_help())
     elif isinstance(parsed, DrillStart):
         asker.unchanged = NO_NEW_DRILL
-        ack(**_begin(drills, asked.user_id, asked.channel_id, run_later, alerts_channel))
+        ack(**_begin(drills, asked.user_id, asked.channel_id, asker, alerts_channel))
     elif isinstance(parsed, DrillStatusCommand):
         ack()
         asker.later(lambda: respond(**cards.drill_status(drills.status(), datetime.now(UTC))),
@@ -64,21 +63,23 @@ def handle_drill_command(ack: Ack, command: dict[str, Any], respond: Respond,
 
 
 def handle_drill_start(ack: Ack, body: dict[str, Any], respond: Respond,
-                       drills: DrillService, asker: Asker, run_later: RunLater,
-                       alerts_channel: str) -> None:
+                       drills: DrillService, asker: Asker, alerts_channel: str) -> None:
     clicked = click(body)
     asker.unchanged = NO_NEW_DRILL
-    answer = _begin(drills, clicked.user_id, clicked.channel_id, run_later, alerts_channel)
+    answer = _begin(drills, clicked.user_id, clicked.channel_id, asker, alerts_channel)
     ack()
     respond(**{**answer, "replace_original": False})
 
 
-def _begin(drills: DrillService, user_id: str, channel_id: str | None, run_later: RunLater,
+def _begin(drills: DrillService, user_id: str, channel_id: str | None, asker: Asker,
            alerts_channel: str) -> Message:
     """Record the drill (durably, audited) and hand it to a worker; the answer for the
     person who asked, to send with the acknowledgement."""
     drill = drills.start(user_id, channel_id)
-    run_later(lambda: drills.advance(drill.id), f"drill {drill.id}")
+    asker.later(lambda: drills.advance(drill.id), f"drill {drill.id}",
+                unchanged=(f"the drill is recorded, and Lifeguard goes on with it by itself "
+                           f"once it can; its report in <#{alerts_channel}> shows where it "
+                           "stands"))
     return cards.drill_started(drill, alerts_channel)
 
 

@@ -152,7 +152,7 @@ class RestoreFormInput:
     reason: str
 
 
-def restore_form(body: Mapping[str, Any]) -> RestoreFormInput:
+def restore_form_input(body: Mapping[str, Any]) -> RestoreFormInput:
     """The fields of the `/restore` form as submitted. Each field may be absent or empty;
     present, it must have the shape Slack gives it."""
     user_id = user_of(_user_id_in(body), "the form")

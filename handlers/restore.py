@@ -35,14 +35,17 @@ from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
 from handlers import blocks, ids
 from handlers import restore_blocks as cards
-from handlers.answers import Asker, RunLater
+from handlers.answers import Asker
 from handlers.cards import show_card
 from handlers.directory import SlackDirectory
-from handlers.payloads import RestoreFormInput, click, restore_form, slash_command
+from handlers.payloads import RestoreFormInput, click, restore_form_input, slash_command
 
 log = logging.getLogger("lifeguard.handlers.restore")
 
 Decision = Callable[[str, str], ChangeRequest]
+FIELD_ERROR_LIMIT = 150
+RUN_RECORDED = ("the approval is recorded, and Lifeguard goes on with the request by itself "
+                "once it can; the request's card shows where it stands")
 
 
 def register(app: App) -> None:
@@ -55,7 +58,7 @@ def register(app: App) -> None:
 
 def handle_restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
                            client: WebClient, restores: RestoreService, asker: Asker,
-                           run_later: RunLater, approvals_channel: str) -> None:
+                           approvals_channel: str) -> None:
     asked = slash_command(command)
     try:
         parsed = parse_restore_command(asked.text)
@@ -83,40 +86,41 @@ def handle_restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
         ack()
         asker.later(lambda: respond(**_log(restores, parsed.request_id)), "restore log")
     elif isinstance(parsed, RestoreCancel):
-        _decide(ack, restores.cancel, parsed.request_id, asked.user_id, restores, run_later)
+        _decide(ack, restores.cancel, parsed.request_id, asked.user_id, restores, asker)
 
 
 def handle_approve(ack: Ack, body: dict[str, Any], restores: RestoreService,
-                   run_later: RunLater) -> None:
+                   asker: Asker) -> None:
     clicked = click(body, REQUEST_ID, "a request id")
-    _decide(ack, restores.approve, clicked.value, clicked.user_id, restores, run_later)
+    _decide(ack, restores.approve, clicked.value, clicked.user_id, restores, asker)
 
 
 def handle_reject(ack: Ack, body: dict[str, Any], restores: RestoreService,
-                  run_later: RunLater) -> None:
+                  asker: Asker) -> None:
     clicked = click(body, REQUEST_ID, "a request id")
-    _decide(ack, restores.reject, clicked.value, clicked.user_id, restores, run_later)
+    _decide(ack, restores.reject, clicked.value, clicked.user_id, restores, asker)
 
 
 def handle_cancel(ack: Ack, body: dict[str, Any], restores: RestoreService,
-                  run_later: RunLater) -> None:
+                  asker: Asker) -> None:
     clicked = click(body, REQUEST_ID, "a request id")
-    _decide(ack, restores.cancel, clicked.value, clicked.user_id, restores, run_later)
+    _decide(ack, restores.cancel, clicked.value, clicked.user_id, restores, asker)
 
 
 def _decide(ack: Ack, decision: Decision, request_id: str, user_id: str,
-            restores: RestoreService, run_later: RunLater) -> None:
+            restores: RestoreService, asker: Asker) -> None:
     """Record the decision (compare-and-set, audited) before acknowledging; a refusal
     goes, through the error handler, only to the person who clicked or typed."""
     request = decision(request_id, user_id)
     ack()
     if request.state == RequestState.APPROVED:
-        run_later(lambda: restores.advance(request.id), f"run request {request.id}")
+        asker.later(lambda: restores.advance(request.id), f"run request {request.id}",
+                    unchanged=RUN_RECORDED)
 
 
 def handle_restore_form(ack: Ack, body: dict[str, Any], restores: RestoreService,
                         asker: Asker, approvals_channel: str) -> None:
-    form = restore_form(body)
+    form = restore_form_input(body)
     if (form.picked is not None) == bool(form.source):
         ack(response_action="errors", errors={
             ids.FORM_WHEN: "Choose an instant, or name a backup branch below, not both."})
@@ -124,12 +128,12 @@ def handle_restore_form(ack: Ack, body: dict[str, Any], restores: RestoreService
     try:
         text = _form_command(form)
     except LifeguardError as problem:
-        ack(response_action="errors", errors={ids.FORM_WHEN: str(problem)[:150]})
+        ack(response_action="errors", errors={ids.FORM_WHEN: _field_error(problem)})
         return
     try:
         parsed = parse_restore_command(text)
     except LifeguardError as problem:
-        ack(response_action="errors", errors={ids.FORM_REASON: str(problem)[:150]})
+        ack(response_action="errors", errors={ids.FORM_REASON: _field_error(problem)})
         return
     assert isinstance(parsed, RestoreAt | RestoreFrom)
     restores.record_command(form.user_id, text)  # durably, before the ack
@@ -137,6 +141,12 @@ def handle_restore_form(ack: Ack, body: dict[str, Any], restores: RestoreService
     # A form has no response_url: the answer goes to the person in a direct message.
     asker.later(lambda: asker.tell(_ask(restores, form.user_id, parsed, approvals_channel)),
                 f"restore form by {form.user_id}")
+
+
+def _field_error(problem: Exception) -> str:
+    """A problem shown under a form's field: Slack keeps these short."""
+    text = str(problem)
+    return text if len(text) <= FIELD_ERROR_LIMIT else text[:FIELD_ERROR_LIMIT - 1] + "…"
 
 
 def _form_command(form: RestoreFormInput) -> str:

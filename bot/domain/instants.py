@@ -508,9 +508,9 @@ def beyond_the_calendar(shown: str, *, after: bool) -> InvalidInput:
     9999 in UTC): worded as for an instant outside the restore window, which it is."""
     if after:
         return InvalidInput(
-            f"{shown} is in the future, beyond the range of instants Lifeguard can represent "
-            f"(up to {describe_instant(LAST_INSTANT, UTC)}). A restore reaches back into the "
-            "project's restore window, which ends now.")
+            f"{shown} is in the future: a restore reaches back into the project's restore "
+            "window, which ends now. It is also beyond the range of instants Lifeguard can "
+            f"represent (up to {describe_instant(LAST_INSTANT, UTC)}).")
     return InvalidInput(
         f"{shown} is outside the restore window, and outside the range of instants Lifeguard "
         f"can represent (from {describe_instant(FIRST_INSTANT, UTC)}): {_NO_HISTORY}. "
