@@ -48,7 +48,7 @@ def check_envelope(body: object) -> None:
         if not isinstance(body.get("command"), str) or not isinstance(body.get("text", ""), str):
             raise MalformedPayload("the command came without its name or text")
         user_of(body.get("user_id"), "the command")
-    elif kind == "block_actions":
+    elif kind in ("block_actions", "interactive_message"):
         actions = body.get("actions")
         if not isinstance(actions, list) or not actions:
             raise MalformedPayload("the click came without the button that was clicked")
@@ -57,7 +57,9 @@ def check_envelope(body: object) -> None:
             raise MalformedPayload("the click names no button Lifeguard knows")
         user_of(_user_id_in(body), "the click")
     elif kind in ("view_submission", "view_closed"):
-        if not isinstance(body.get("view"), dict):
+        view = body.get("view")
+        if not (isinstance(view, dict) and isinstance(view.get("type"), str)
+                and isinstance(view.get("callback_id"), str)):
             raise MalformedPayload("the form came without the form itself")
         user_of(_user_id_in(body), "the form")
     elif kind == "event_callback":
