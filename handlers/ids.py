@@ -37,3 +37,11 @@ FORM_REASON = "reason"
 
 # Events (manifest.yml: settings.event_subscriptions.bot_events)
 APP_HOME_OPENED = "app_home_opened"
+
+# What Lifeguard has listeners for (tests/test_manifest.py checks these against the
+# register functions): a request naming one of these that Bolt calls unhandled was not
+# acknowledged in time, rather than unknown.
+COMMANDS = frozenset({BACKUP_COMMAND, RESTORE_COMMAND, DRILL_COMMAND})
+BUTTONS = frozenset({APPROVE, REJECT, CANCEL, DELETE_CONFIRM, DELETE_CANCEL, PRUNE_CONFIRM,
+                     PRUNE_CANCEL, DRILL_START})
+FORMS = frozenset({RESTORE_FORM})

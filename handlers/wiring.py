@@ -32,7 +32,7 @@ from bot.services.drills import DrillService
 from bot.services.health import HealthService
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
-from handlers import backup, drill, home, restore
+from handlers import backup, drill, home, ids, restore
 from handlers.answers import Asker, RunLater, acknowledgement
 from handlers.blocks import Message
 from handlers.payloads import MalformedPayload, check_envelope
@@ -40,6 +40,8 @@ from handlers.payloads import MalformedPayload, check_envelope
 log = logging.getLogger("lifeguard.handlers")
 
 LISTENER_MODULES = (backup, restore, drill, home)
+NOT_IN_TIME = ("Lifeguard did not answer within Slack's 3 seconds, so what you asked may "
+               "still be done: look (`/restore status`, `/backup list`) before asking again")
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,11 @@ def hand_in(services: Services) -> Callable[..., None]:
 
 def answered(asker: Asker, message: Message) -> BoltResponse:
     """HTTP 200 that tells the person `message`: in the acknowledgement where Slack shows
-    it (commands, forms), else through the response_url or a direct message."""
+    it (commands, forms), else through the response_url or a direct message, sent from
+    the worker pool so that the acknowledgement does not wait on Slack."""
     body = acknowledgement(asker, message)
     if body is None:
-        asker.tell(message)
+        asker.run_later(lambda: asker.tell(message), f"answer a {asker.kind}")
         return BoltResponse(status=200, body="")
     return BoltResponse(status=200, body=json.dumps(body),
                         headers={"content-type": "application/json;charset=utf-8"})
@@ -115,29 +118,38 @@ def handle_error(error: Exception, body: Any, context: BoltContext,
     asker = context.get("asker")
     if not isinstance(asker, Asker):  # the error came before the services were handed in
         asker = Asker.of(body, context.client, _run_now)
+    unchanged = None
     if isinstance(error, BoltUnhandledRequestError):
-        unknown = _unknown(asker.kind, body)
-        if unknown is None:  # an event Lifeguard does not use: nothing to say
+        unhandled = _unhandled(asker.kind, body)
+        if unhandled is None:  # an event Lifeguard does not use: nothing to say
             return BoltResponse(status=200, body="")
-        error = MalformedPayload(unknown)
-    message = asker.explain(error)
+        what, name, known = unhandled
+        if known:  # its listener did not acknowledge within Slack's 3 seconds
+            error = TimeoutError(f"the {what} listener for {name} did not acknowledge in time")
+            unchanged = NOT_IN_TIME
+        else:
+            error = MalformedPayload(f"Lifeguard has no {what} `{echo(name)}`")
+    message = asker.explain(error, unchanged)
     if response is None:
         asker.tell(message)
         return None
     return answered(asker, message)
 
 
-def _unknown(kind: str, body: Any) -> str | None:
-    """What Lifeguard has no listener for, said for the person; None for events."""
+def _unhandled(kind: str, body: Any) -> tuple[str, str, bool] | None:
+    """What Bolt found no listener for: (what it is, its name, whether Lifeguard has a
+    listener for that name); None for events, which need no answer."""
     if not isinstance(body, Mapping):
         return None
     if kind == "command":
-        return f"Lifeguard has no command `{echo(str(body.get('command')))}`"
+        name = str(body.get("command"))
+        return "command", name, name in ids.COMMANDS
     if kind == "block_actions":
-        action_id = body["actions"][0]["action_id"]  # the guard checked the shape
-        return f"Lifeguard has no button `{echo(action_id)}`"
+        name = str(body["actions"][0]["action_id"])  # the guard checked the shape
+        return "button", name, name in ids.BUTTONS
     if kind in ("view_submission", "view_closed"):
-        return f"Lifeguard has no form `{echo(str(body['view'].get('callback_id')))}`"
-    if kind in ("shortcut", "message_action", "block_suggestion"):
-        return f"Lifeguard has nothing for `{echo(str(body.get('callback_id')))}`"
+        name = str(body["view"]["callback_id"])
+        return "form", name, name in ids.FORMS
+    if kind in ("shortcut", "message_action", "block_suggestion", "interactive_message"):
+        return "shortcut", str(body.get("callback_id") or body.get("action_id")), False
     return None

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import pytest
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_sdk import WebClient
 
 from bot.domain.errors import Conflict, NotFound
@@ -241,6 +242,7 @@ def test_a_refused_click_is_told_privately_with_http_200(app, services, told) ->
     services.restores.approve.side_effect = Conflict("Request 1a2b3c4d is already rejected.")
     response = dispatch(app, click_body("request.approve", REQUEST_ID))
     assert (response.status, response.body) == (200, "")
+    told.wait()
     [(kind, user_id, message)] = told.messages
     assert (kind, user_id) == ("block_actions", BOB)
     assert message["text"] == (":warning: Request 1a2b3c4d is already rejected. "
@@ -297,3 +299,14 @@ def test_the_home_tab_failing_is_shown_on_it(app, services, told) -> None:
     [(kind, user_id, message)] = told.messages
     assert (kind, user_id) == ("app_home_opened", ALICE)
     assert "error id" in message["text"]
+
+
+def test_a_known_button_not_acknowledged_in_time_is_not_called_unknown(app, told) -> None:
+    error = BoltUnhandledRequestError(request=Mock(), current_response=None)
+    body = click_body("request.approve", REQUEST_ID)
+    asker = Asker.of(body, Mock(spec=WebClient), lambda job, what: job())
+    response = wiring.handle_error(error, body, {"asker": asker}, BoltResponse(status=404))
+    assert response is not None and response.status == 200
+    [text] = told.wait()
+    assert "has no button" not in text
+    assert "error id" in text and "may still be done" in text
