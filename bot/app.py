@@ -46,16 +46,12 @@ from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
 from bot.services.verification import verify_branch
 from bot.web import WsgiApp, make_wsgi_app
-from handlers.backup import SlackBackupNotifier, register_backup_handlers
+from handlers import wiring
+from handlers.backup import SlackBackupNotifier
 from handlers.directory import SlackDirectory
-from handlers.drill import (
-    SlackDrillNotifier,
-    post_drill_reminder,
-    register_drill_handlers,
-)
+from handlers.drill import SlackDrillNotifier, post_drill_reminder
 from handlers.health_blocks import SlackOpsNotifier
-from handlers.home import register_home_handlers
-from handlers.restore import SlackRequestNotifier, register_restore_handlers
+from handlers.restore import SlackRequestNotifier
 from storage import SqlStore, write_audit_export
 from storage.migrate import current_revision, head_revision, upgrade_to_head
 
@@ -187,6 +183,9 @@ def build(settings: Settings) -> Lifeguard:
         # must not stop the bot from starting and finishing interrupted work.
         token_verification_enabled=False,
         process_before_response=False,
+        # A request no listener takes (an unknown button or form) reaches the error
+        # handler, which answers it, instead of getting a bare 404.
+        raise_error_for_unhandled_request=True,
     )
     background = Background(settings.worker_threads)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -219,11 +218,10 @@ def build(settings: Settings) -> Lifeguard:
                                settings.retention_monthly))
     reminders = ApprovalReminders(store, ops, alerts, after=settings.approval_reminder_after)
 
-    register_backup_handlers(bolt, backups, background.run, health=health, scheduled=scheduled,
-                             describe_schedule=partial(describe_schedule, settings))
-    register_restore_handlers(bolt, restores, background.run, settings.approvals_channel)
-    register_drill_handlers(bolt, drills, background.run, settings.alerts_channel)
-    register_home_handlers(bolt, backups, restores)
+    wiring.install(bolt, wiring.Services(
+        backups=backups, restores=restores, drills=drills, health=health, scheduled=scheduled,
+        describe_schedule=partial(describe_schedule, settings), run_later=background.run,
+        approvals_channel=settings.approvals_channel, alerts_channel=settings.alerts_channel))
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
                      backups=backups, restores=restores, drills=drills, background=background,
                      alerts=alerts, health=health, scheduled=scheduled, reminders=reminders)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,7 +46,17 @@ def make_wsgi_app(bolt: App | None, store_problem: Callable[[], str | None]) -> 
             if method != "POST":
                 return _json(start_response, "405 Method Not Allowed",
                              {"error": "Slack sends POST requests here"})
-            return slack(environ, start_response)
+            try:
+                return slack(environ, start_response)
+            except Exception as error:
+                # Bolt could not even read the request (a body that is not a Slack payload:
+                # broken JSON, a list, fields of the wrong type). Bolt calls start_response
+                # only once it has an answer, so it has not been called yet.
+                error_id = secrets.token_hex(4)
+                log.warning("error id %s: a request to %s that is not a Slack payload "
+                            "(%s: %s)", error_id, SLACK_PATH, type(error).__name__, error)
+                return _json(start_response, "400 Bad Request",
+                             {"error": f"not a Slack payload (error id {error_id})"})
         return _json(start_response, "404 Not Found", {"error": "not found"})
 
     return app

@@ -1,4 +1,9 @@
-"""`/backup` and its buttons: parse, call the backup service, render. Nothing else."""
+"""`/backup` and its buttons: parse, call the backup service, render. Nothing else.
+
+Listeners are handed the services (`backups`, `health`, `scheduled` …) and the person who
+asked (`asker`) through Bolt's context (handlers.wiring); whatever they raise is told
+privately to that person by the one error handler.
+"""
 
 from __future__ import annotations
 
@@ -24,174 +29,116 @@ from bot.domain.backups import (
     BackupStatus,
     parse_backup_command,
 )
-from bot.domain.errors import InvalidInput, LifeguardError
+from bot.domain.errors import InvalidInput
 from bot.services.backups import BackupService
 from bot.services.health import HealthService
 from bot.services.ports import MessageRef
 from bot.services.scheduled_backups import ScheduledBackups
-from handlers import blocks, health_blocks
+from handlers import blocks, health_blocks, ids
+from handlers.answers import Asker
 from handlers.cards import CANNOT_POST_HERE, show_card
+from handlers.payloads import PLAN_HASH, click, slash_command
 
 log = logging.getLogger("lifeguard.handlers.backup")
 
-RunLater = Callable[[Callable[[], object], str], object]
-STORE_DOWN = ("Lifeguard could not record the request: its own store did not answer. "
-              "Nothing was started; try again in a minute.")
-NOT_WIRED = "This part of Lifeguard is not set up in this deployment."
-UNANSWERED = ("Lifeguard could not answer: its store or Neon failed (see its log; "
-              "`python -m bot doctor` says what is unreachable).")
+NOTHING_DELETED = "nothing was deleted"
+BACKUP_RECORDED = ("the backup is recorded, and Lifeguard goes on with it by itself once it "
+                   "can; `/backup list` shows where it stands")
+PRUNE_UNFINISHED = ("backups not deleted yet are kept; `/backup prune` shows the plan as it "
+                    "is now")
 
 
-def register_backup_handlers(app: App, backups: BackupService, run_later: RunLater, *,
-                             health: HealthService | None = None,
-                             scheduled: ScheduledBackups | None = None,
-                             describe_schedule: Callable[[], Any] | None = None) -> None:
-    @app.command("/backup")
-    def backup_command(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        user_id = command["user_id"]
-        try:
-            parsed = parse_backup_command(command.get("text") or "")
-        except InvalidInput as problem:
-            ack(**blocks.error_message(str(problem)))
-            return
-        if isinstance(parsed, BackupHelp):
-            ack(**blocks.backup_help(parsed.problem))
-        elif isinstance(parsed, BackupNow):
-            try:
-                backup = backups.request_backup(user_id, parsed.reason,
-                                                channel_id=command.get("channel_id"),
-                                                response_url=command.get("response_url"))
-            except LifeguardError as problem:
-                ack(**blocks.error_message(str(problem)))
-                return
-            except Exception:
-                log.exception("could not record a backup request")
-                ack(**blocks.error_message(STORE_DOWN))
-                return
-            ack(**blocks.backup_accepted(backup))
-            run_later(lambda: backups.advance(backup.id), f"backup {backup.branch_name}")
-        elif isinstance(parsed, BackupList):
-            ack()
-            run_later(lambda: respond(**blocks.backup_list(backups.list_backups(),
-                                                           datetime.now(UTC))), "backup list")
-        elif isinstance(parsed, BackupDelete):
-            ack()
-            run_later(lambda: _ask_to_delete(backups, user_id, parsed.branch_name, respond),
-                      f"backup delete {parsed.branch_name}")
-        elif isinstance(parsed, BackupHealth | BackupPrune | BackupSchedule):
-            _ops_command(parsed, user_id, ack, respond)
-
-    def _ops_command(parsed: BackupHealth | BackupPrune | BackupSchedule, user_id: str,
-                     ack: Ack, respond: Respond) -> None:
-        """`/backup health | prune | schedule`: answered only to the asker."""
-        if isinstance(parsed, BackupSchedule):
-            if describe_schedule is None:
-                ack(**blocks.error_message(NOT_WIRED))
-                return
-            try:
-                ack(**health_blocks.schedule_view(describe_schedule()))
-            except Exception:
-                log.exception("could not describe the schedule")
-                ack(**blocks.error_message("Lifeguard could not describe its schedule; "
-                                           "see its log."))
-            return
-        if isinstance(parsed, BackupHealth):
-            if health is None:
-                ack(**blocks.error_message(NOT_WIRED))
-                return
-            ack()
-
-            def report() -> None:
-                try:
-                    respond(**health_blocks.health_report(health.report()))
-                except Exception:
-                    log.exception("could not build the health report")
-                    respond(**blocks.error_message(UNANSWERED))
-            run_later(report, "backup health")
-            return
-        if scheduled is None:
-            ack(**blocks.error_message(NOT_WIRED))
-            return
-        ack()
-
-        def show_plan() -> None:
-            try:
-                respond(**health_blocks.prune_plan(scheduled.show_prune(user_id)))
-            except LifeguardError as problem:
-                respond(**blocks.error_message(f"{problem} Nothing was deleted."))
-            except Exception:
-                log.exception("could not plan the prune")
-                respond(**blocks.error_message(f"{UNANSWERED} Nothing was deleted."))
-        run_later(show_plan, "backup prune")
-
-    @app.action(health_blocks.PRUNE_CONFIRM)
-    def confirm_prune(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        if scheduled is None:
-            ack()
-            return
-        user_id, plan_hash = body["user"]["id"], body["actions"][0]["value"]
-        try:
-            scheduled.confirm_prune(user_id, plan_hash)  # recorded before the ack
-        except Exception:
-            log.exception("could not record a prune confirmation")
-            ack()
-            respond(**{**blocks.error_message(STORE_DOWN), "replace_original": True})
-            return
-        ack()
-        respond(**health_blocks.prune_started())
-
-        def prune() -> None:
-            try:
-                outcome = scheduled.execute_prune(user_id, plan_hash)
-            except LifeguardError as problem:
-                respond(**{**blocks.error_message(str(problem)), "replace_original": True})
-                return
-            except Exception:
-                log.exception("could not prune")
-                respond(**{**blocks.error_message(UNANSWERED), "replace_original": True})
-                return
-            respond(**health_blocks.prune_outcome(outcome))
-        run_later(prune, "backup prune confirmed")
-
-    @app.action(health_blocks.PRUNE_CANCEL)
-    def cancel_prune(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        if scheduled is not None:
-            try:
-                scheduled.cancel_prune(body["user"]["id"], body["actions"][0]["value"])
-            except Exception:
-                log.exception("could not record a prune cancellation")
-        ack()
-        respond(**health_blocks.prune_cancelled())
-
-    @app.action(blocks.DELETE_CONFIRM)
-    def confirm_delete(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        user_id, backup_id = body["user"]["id"], body["actions"][0]["value"]
-        try:
-            backup = backups.confirm_delete(user_id, backup_id)
-        except LifeguardError as problem:
-            ack()
-            respond(**{**blocks.error_message(str(problem)), "replace_original": True})
-            return
-        ack()
-        respond(**blocks.delete_outcome(backup))
-        run_later(lambda: respond(**blocks.delete_outcome(backups.settle(backup_id) or backup)),
-                  f"delete {backup.branch_name}")
-
-    @app.action(blocks.DELETE_CANCEL)
-    def cancel_delete(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        backup = backups.cancel_delete(body["user"]["id"], body["actions"][0]["value"])
-        respond(**blocks.kept(backup.branch_name if backup else "the backup"))
+def register(app: App) -> None:
+    app.command(ids.BACKUP_COMMAND)(handle_backup_command)
+    app.action(ids.DELETE_CONFIRM)(handle_delete_confirm)
+    app.action(ids.DELETE_CANCEL)(handle_delete_cancel)
+    app.action(ids.PRUNE_CONFIRM)(handle_prune_confirm)
+    app.action(ids.PRUNE_CANCEL)(handle_prune_cancel)
 
 
-def _ask_to_delete(backups: BackupService, user_id: str, branch_name: str,
-                   respond: Respond) -> None:
+def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
+                          backups: BackupService, health: HealthService,
+                          scheduled: ScheduledBackups, describe_schedule: Callable[[], Any],
+                          asker: Asker) -> None:
+    asked = slash_command(command)
     try:
-        backup = backups.prepare_delete(user_id, branch_name)
-    except LifeguardError as problem:
-        respond(**blocks.error_message(f"{problem} Nothing was deleted."))
+        parsed = parse_backup_command(asked.text)
+    except InvalidInput as problem:
+        ack(**blocks.error_message(str(problem)))
         return
-    respond(**blocks.delete_confirmation(backup))
+    if isinstance(parsed, BackupHelp):
+        ack(**blocks.backup_help(parsed.problem))
+    elif isinstance(parsed, BackupNow):
+        backup = backups.request_backup(asked.user_id, parsed.reason,
+                                        channel_id=asked.channel_id,
+                                        response_url=asked.response_url)  # before the ack
+        ack(**blocks.backup_accepted(backup))
+        asker.later(lambda: backups.advance(backup.id), f"backup {backup.branch_name}",
+                    unchanged=BACKUP_RECORDED)
+    elif isinstance(parsed, BackupList):
+        ack()
+        asker.later(lambda: respond(**blocks.backup_list(backups.list_backups(),
+                                                         datetime.now(UTC))), "backup list")
+    elif isinstance(parsed, BackupDelete):
+        ack()
+        asker.later(lambda: respond(**blocks.delete_confirmation(
+            backups.prepare_delete(asked.user_id, parsed.branch_name))),
+            f"backup delete {parsed.branch_name}", unchanged=NOTHING_DELETED)
+    elif isinstance(parsed, BackupSchedule):
+        ack(**health_blocks.schedule_view(describe_schedule()))
+    elif isinstance(parsed, BackupHealth):
+        ack()
+        asker.later(lambda: respond(**health_blocks.health_report(health.report())),
+                    "backup health")
+    elif isinstance(parsed, BackupPrune):
+        ack()
+        asker.later(lambda: respond(**health_blocks.prune_plan(
+            scheduled.show_prune(asked.user_id))), "backup prune", unchanged=NOTHING_DELETED)
+
+
+def handle_prune_confirm(ack: Ack, body: dict[str, Any], respond: Respond,
+                         scheduled: ScheduledBackups, asker: Asker) -> None:
+    clicked = click(body, PLAN_HASH, "the hash of a prune plan")
+    asker.replace_original = True  # the answer takes the private plan's place
+    asker.unchanged = NOTHING_DELETED
+    scheduled.confirm_prune(clicked.user_id, clicked.value)  # recorded before the ack
+    ack()
+    respond(**health_blocks.prune_started())
+    asker.later(lambda: respond(**health_blocks.prune_outcome(
+        scheduled.execute_prune(clicked.user_id, clicked.value))),
+        "backup prune confirmed", unchanged=PRUNE_UNFINISHED)
+
+
+def handle_prune_cancel(ack: Ack, body: dict[str, Any], respond: Respond,
+                        scheduled: ScheduledBackups, asker: Asker) -> None:
+    clicked = click(body, PLAN_HASH, "the hash of a prune plan")
+    asker.replace_original = True
+    scheduled.cancel_prune(clicked.user_id, clicked.value)  # recorded before the ack
+    ack()
+    respond(**health_blocks.prune_cancelled())
+
+
+def handle_delete_confirm(ack: Ack, body: dict[str, Any], respond: Respond,
+                          backups: BackupService, asker: Asker) -> None:
+    clicked = click(body, meaning="a backup id")
+    asker.replace_original = True  # the answer takes the private question's place
+    asker.unchanged = NOTHING_DELETED
+    backup = backups.confirm_delete(clicked.user_id, clicked.value)  # before the ack
+    ack()
+    respond(**blocks.delete_outcome(backup))
+    asker.later(lambda: respond(**blocks.delete_outcome(backups.settle(backup.id) or backup)),
+                f"delete {backup.branch_name}",
+                unchanged=(f"`{backup.branch_name}` is being deleted; `/backup list` shows "
+                           "when it is gone"))
+
+
+def handle_delete_cancel(ack: Ack, body: dict[str, Any], respond: Respond,
+                         backups: BackupService, asker: Asker) -> None:
+    clicked = click(body, meaning="a backup id")
+    asker.replace_original = True
+    backup = backups.cancel_delete(clicked.user_id, clicked.value)  # recorded before the ack
+    ack()
+    respond(**blocks.kept(backup.branch_name if backup else "the backup"))
 
 
 class SlackBackupNotifier:

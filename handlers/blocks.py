@@ -13,11 +13,9 @@ from typing import Any
 from bot.domain.backups import BACKUP_USAGE, Backup, BackupStatus
 from bot.domain.durations import humanize_age
 from bot.services.backups import Listing
+from handlers import ids
 
 Message = dict[str, Any]
-
-DELETE_CONFIRM = "backup.delete.confirm"
-DELETE_CANCEL = "backup.delete.cancel"
 
 
 def section(text: str) -> dict[str, Any]:
@@ -133,9 +131,9 @@ def delete_confirmation(backup: Backup) -> Message:
     return ephemeral(text, [
         section(f":wastebasket: {text}"),
         {"type": "actions", "block_id": "backup.delete", "elements": [
-            {"type": "button", "action_id": DELETE_CONFIRM, "style": "danger",
+            {"type": "button", "action_id": ids.DELETE_CONFIRM, "style": "danger",
              "text": {"type": "plain_text", "text": "Delete"}, "value": backup.id},
-            {"type": "button", "action_id": DELETE_CANCEL,
+            {"type": "button", "action_id": ids.DELETE_CANCEL,
              "text": {"type": "plain_text", "text": "Keep it"}, "value": backup.id},
         ]},
     ])
@@ -174,3 +172,18 @@ def home_view(backups: list[Backup], open_requests: list[str],
         blocks.append(context(f"`{backup.branch_name}` · {backup.status.value} · "
                               f"{when(backup.created_at)} · <@{backup.requested_by}>"))
     return {"type": "home", "blocks": blocks}
+
+
+def home_notice(text: str) -> dict[str, Any]:
+    """The Home tab when it cannot be shown: what went wrong instead."""
+    return {"type": "home", "blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": "Lifeguard"}},
+        section(text)]}
+
+
+def notice_view(text: str) -> dict[str, Any]:
+    """A form replaced by what came of submitting it (when that failed)."""
+    return {"type": "modal",
+            "title": {"type": "plain_text", "text": "Lifeguard"},
+            "close": {"type": "plain_text", "text": "Close"},
+            "blocks": [section(text)]}

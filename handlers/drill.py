@@ -1,10 +1,13 @@
 """`/drill` and the reminder's "Start drill" button: parse, call the drill service,
-render. The report card lives in ALERTS_CHANNEL and is updated in place."""
+render. The report card lives in ALERTS_CHANNEL and is updated in place.
+
+Listeners are handed the drill service (`drills`) and the person who asked (`asker`)
+through Bolt's context (handlers.wiring); whatever they raise is told privately to that
+person by the one error handler.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,61 +22,65 @@ from bot.domain.drills import (
     DrillStatusCommand,
     parse_drill_command,
 )
-from bot.domain.errors import InvalidInput, LifeguardError
+from bot.domain.errors import InvalidInput
 from bot.services.drills import DrillService
 from bot.services.ports import MessageRef
-from handlers import blocks
 from handlers import drill_blocks as cards
+from handlers import ids
+from handlers.answers import Asker
+from handlers.blocks import Message
 from handlers.cards import show_card
+from handlers.payloads import click, slash_command
 
-log = logging.getLogger("lifeguard.handlers.drill")
-
-RunLater = Callable[[Callable[[], object], str], object]
-STORE_DOWN = ("Lifeguard could not record the drill: its own store did not answer. "
-              "Nothing was started; try again in a minute.")
+NO_NEW_DRILL = "no new drill was started"
 
 
-def register_drill_handlers(app: App, drills: DrillService, run_later: RunLater,
-                            alerts_channel: str) -> None:
-    def begin(user_id: str, channel_id: str | None) -> dict[str, Any]:
-        """Record the drill (durably, audited) and hand it to a worker; the answer for the
-        person who asked, to send with the acknowledgement."""
-        try:
-            drill = drills.start(user_id, channel_id)
-        except LifeguardError as problem:
-            return blocks.error_message(f"{problem} No new drill was started.")
-        except Exception:
-            log.exception("could not record a drill")
-            return blocks.error_message(STORE_DOWN)
-        run_later(lambda: drills.advance(drill.id), f"drill {drill.id}")
-        return cards.drill_started(drill, alerts_channel)
+def register(app: App) -> None:
+    app.command(ids.DRILL_COMMAND)(handle_drill_command)
+    app.action(ids.DRILL_START)(handle_drill_start)
 
-    @app.command("/drill")
-    def drill_command(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        user_id = command["user_id"]
-        try:
-            parsed = parse_drill_command(command.get("text") or "")
-        except InvalidInput as problem:
-            ack(**cards.drill_help(str(problem)))
-            return
-        if isinstance(parsed, DrillHelp):
-            ack(**cards.drill_help())
-        elif isinstance(parsed, DrillStart):
-            ack(**begin(user_id, command.get("channel_id")))
-        elif isinstance(parsed, DrillStatusCommand):
-            ack()
-            run_later(lambda: respond(**cards.drill_status(drills.status(), datetime.now(UTC))),
-                      "drill status")
-        elif isinstance(parsed, DrillHistory):
-            ack()
-            run_later(lambda: respond(**cards.drill_history(drills.history())), "drill history")
 
-    @app.action(cards.START)
-    def start_clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        channel_id = (body.get("channel") or {}).get("id")
-        answer = begin(body["user"]["id"], channel_id)
+def handle_drill_command(ack: Ack, command: dict[str, Any], respond: Respond,
+                         drills: DrillService, asker: Asker, alerts_channel: str) -> None:
+    asked = slash_command(command)
+    try:
+        parsed = parse_drill_command(asked.text)
+    except InvalidInput as problem:
+        ack(**cards.drill_help(str(problem)))
+        return
+    if isinstance(parsed, DrillHelp):
+        ack(**cards.drill_help())
+    elif isinstance(parsed, DrillStart):
+        asker.unchanged = NO_NEW_DRILL
+        ack(**_begin(drills, asked.user_id, asked.channel_id, asker, alerts_channel))
+    elif isinstance(parsed, DrillStatusCommand):
         ack()
-        respond(**{**answer, "replace_original": False})
+        asker.later(lambda: respond(**cards.drill_status(drills.status(), datetime.now(UTC))),
+                    "drill status")
+    elif isinstance(parsed, DrillHistory):
+        ack()
+        asker.later(lambda: respond(**cards.drill_history(drills.history())), "drill history")
+
+
+def handle_drill_start(ack: Ack, body: dict[str, Any], respond: Respond,
+                       drills: DrillService, asker: Asker, alerts_channel: str) -> None:
+    clicked = click(body)
+    asker.unchanged = NO_NEW_DRILL
+    answer = _begin(drills, clicked.user_id, clicked.channel_id, asker, alerts_channel)
+    ack()
+    respond(**{**answer, "replace_original": False})
+
+
+def _begin(drills: DrillService, user_id: str, channel_id: str | None, asker: Asker,
+           alerts_channel: str) -> Message:
+    """Record the drill (durably, audited) and hand it to a worker; the answer for the
+    person who asked, to send with the acknowledgement."""
+    drill = drills.start(user_id, channel_id)
+    asker.later(lambda: drills.advance(drill.id), f"drill {drill.id}",
+                unchanged=(f"the drill is recorded, and Lifeguard goes on with it by itself "
+                           f"once it can; its report in <#{alerts_channel}> shows where it "
+                           "stands"))
+    return cards.drill_started(drill, alerts_channel)
 
 
 def post_drill_reminder(client: WebClient, channel_id: str, drills: DrillService) -> None:

@@ -18,9 +18,8 @@ from bot.domain.drills import (
 from bot.domain.durations import humanize_age
 from bot.domain.verification import VerificationReport
 from bot.services.drills import DrillOverview
+from handlers import ids
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
-
-START = "drill.start"  # the reminder's "Start drill" button
 
 _STATE_MARK = {
     DrillState.REQUESTED: ":hourglass_flowing_sand:",
@@ -245,7 +244,7 @@ def drill_reminder(last_success: Drill | None = None, *,
         section(f":stopwatch: *{text}*"),
         context(f"{last} `/drill start` does the same."),
         {"type": "actions", "block_id": "drill.reminder", "elements": [
-            {"type": "button", "action_id": START, "value": "start", "style": "primary",
+            {"type": "button", "action_id": ids.DRILL_START, "value": "start", "style": "primary",
              "text": {"type": "plain_text", "text": "Start drill"}},
         ]},
     ]}

@@ -16,11 +16,10 @@ from bot.domain.requests import ACTION_TITLES, ChangeRequest
 from bot.services.alerts import Alert
 from bot.services.health import HealthReport
 from bot.services.scheduled_backups import PruneOutcome, PruneView
+from handlers import ids
 from handlers.blocks import Message, context, ephemeral, section, when
 from handlers.directory import SlackDirectory
 
-PRUNE_CONFIRM = "backup.prune.confirm"
-PRUNE_CANCEL = "backup.prune.cancel"
 MAX_BLOCKS = 50
 
 ICON = {Level.OK: ":large_green_circle:", Level.WARN: ":large_yellow_circle:",
@@ -136,10 +135,10 @@ def prune_plan(view: PruneView) -> Message:
     if count:
         noun = "backup" if count == 1 else "backups"
         blocks.append({"type": "actions", "block_id": "backup.prune", "elements": [
-            {"type": "button", "action_id": PRUNE_CONFIRM, "style": "danger",
+            {"type": "button", "action_id": ids.PRUNE_CONFIRM, "style": "danger",
              "text": {"type": "plain_text", "text": f"Delete {count} {noun}"},
              "value": view.plan_hash},
-            {"type": "button", "action_id": PRUNE_CANCEL,
+            {"type": "button", "action_id": ids.PRUNE_CANCEL,
              "text": {"type": "plain_text", "text": "Cancel"}, "value": view.plan_hash},
         ]})
     blocks.insert(0, section(f":broom: {text}"))

@@ -1,4 +1,9 @@
-"""`/restore`, its form and the approval buttons: parse, call the restore service, render."""
+"""`/restore`, its form and the approval buttons: parse, call the restore service, render.
+
+Listeners are handed the restore service (`restores`), the person who asked (`asker`) and
+the settings they need through Bolt's context (handlers.wiring); whatever they raise is
+told privately to that person by the one error handler.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,13 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.domain.errors import InvalidInput, LifeguardError
+from bot.domain.instants import instant_from_timestamp
 from bot.domain.requests import ChangeRequest, RequestState
 from bot.domain.restores import (
+    REQUEST_ID,
     RestoreAt,
     RestoreCancel,
+    RestoreCommand,
     RestoreForm,
     RestoreFrom,
     RestoreHelp,
@@ -25,142 +33,154 @@ from bot.domain.restores import (
 )
 from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
-from handlers import blocks
+from handlers import blocks, ids
 from handlers import restore_blocks as cards
+from handlers.answers import Asker
 from handlers.cards import show_card
 from handlers.directory import SlackDirectory
+from handlers.payloads import RestoreFormInput, click, restore_form_input, slash_command
 
 log = logging.getLogger("lifeguard.handlers.restore")
 
-RunLater = Callable[[Callable[[], object], str], object]
-STORE_DOWN = ("Lifeguard could not record the request: its own store did not answer. "
-              "Nothing was started; try again in a minute.")
+Decision = Callable[[str, str], ChangeRequest]
+FIELD_ERROR_LIMIT = 150
+RUN_RECORDED = ("the approval is recorded, and Lifeguard goes on with the request by itself "
+                "once it can; the request's card shows where it stands")
 
 
-def register_restore_handlers(app: App, restores: RestoreService, run_later: RunLater,
-                              approvals_channel: str) -> None:
-    def answer(respond: Respond, work: Callable[[], dict[str, Any]], what: str) -> None:
-        """Run `work` after the acknowledgement and tell only the asker what came of it."""
-        def job() -> None:
-            try:
-                respond(**work())
-            except LifeguardError as problem:
-                respond(**blocks.error_message(f"{problem} Nothing was changed."))
-        run_later(job, what)
+def register(app: App) -> None:
+    app.command(ids.RESTORE_COMMAND)(handle_restore_command)
+    app.action(ids.APPROVE)(handle_approve)
+    app.action(ids.REJECT)(handle_reject)
+    app.action(ids.CANCEL)(handle_cancel)
+    app.view(ids.RESTORE_FORM)(handle_restore_form)
 
-    def ask(user_id: str, channel_id: str | None, response_url: str | None,
-            parsed: RestoreAt | RestoreFrom | RestorePromote) -> dict[str, Any]:
-        where = {"channel_id": channel_id, "response_url": response_url}
-        if isinstance(parsed, RestoreAt):
-            request = restores.request_point_in_time(user_id, parsed.when_text,
-                                                     parsed.reason, **where)
-        elif isinstance(parsed, RestoreFrom):
-            request = restores.request_from_branch(user_id, parsed.branch_name,
-                                                   parsed.reason, **where)
-        else:
-            request = restores.request_promotion(user_id, parsed.branch_name,
-                                                 parsed.reason, **where)
-        return cards.request_accepted(request, approvals_channel)
 
-    @app.command("/restore")
-    def restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
-                        client: WebClient) -> None:
-        user_id, text = command["user_id"], (command.get("text") or "").strip()
-        try:
-            parsed = parse_restore_command(text)
-        except LifeguardError as problem:
-            ack(**cards.restore_help(str(problem)) if isinstance(problem, InvalidInput)
-                else blocks.error_message(str(problem)))
-            return
-        if isinstance(parsed, RestoreHelp):
-            ack(**cards.restore_help())
-        elif isinstance(parsed, RestoreForm):
-            ack()
-            client.views_open(trigger_id=command["trigger_id"],
-                              view=cards.restore_form(datetime.now(UTC)))
-        elif isinstance(parsed, RestoreAt | RestoreFrom | RestorePromote):
-            try:
-                restores.record_command(user_id, text)
-            except Exception:
-                log.exception("could not record a restore command")
-                ack(**blocks.error_message(STORE_DOWN))
-                return
-            ack(**cards.checking(text))
-            answer(respond, lambda: ask(user_id, command.get("channel_id"),
-                                        command.get("response_url"), parsed),
-                   f"restore request by {user_id}")
-        elif isinstance(parsed, RestoreStatus):
-            ack()
-            answer(respond, lambda: (cards.request_status(restores.get(parsed.request_id))
-                                     if parsed.request_id
-                                     else cards.status_list(restores.open_requests())),
-                   "restore status")
-        elif isinstance(parsed, RestoreLog):
-            ack()
-            answer(respond, lambda: _log(restores, parsed.request_id), "restore log")
-        elif isinstance(parsed, RestoreCancel):
-            decide(ack, respond, lambda: restores.cancel(parsed.request_id, user_id))
-
-    def decide(ack: Ack, respond: Respond, decision: Callable[[], ChangeRequest]) -> None:
-        """Record the decision (compare-and-set, audited) before acknowledging; a refusal is
-        told only to the person who clicked."""
-        try:
-            request = decision()
-        except LifeguardError as problem:
-            ack()
-            respond(**{**blocks.error_message(str(problem)), "replace_original": False})
-            return
+def handle_restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
+                           client: WebClient, restores: RestoreService, asker: Asker,
+                           approvals_channel: str) -> None:
+    asked = slash_command(command)
+    try:
+        parsed = parse_restore_command(asked.text)
+    except InvalidInput as problem:
+        ack(**cards.restore_help(str(problem)))
+        return
+    if isinstance(parsed, RestoreHelp):
+        ack(**cards.restore_help())
+    elif isinstance(parsed, RestoreForm):
+        if asked.trigger_id is None:
+            raise InvalidInput("Slack did not send what is needed to open the form; "
+                               "type `/restore <when>` instead (`/restore help` shows how).")
         ack()
-        if request.state == RequestState.APPROVED:
-            run_later(lambda: restores.advance(request.id), f"run request {request.id}")
-
-    def button(verb: Callable[[str, str], ChangeRequest]) -> Callable[..., None]:
-        def clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-            request_id, user_id = body["actions"][0]["value"], body["user"]["id"]
-            decide(ack, respond, lambda: verb(request_id, user_id))
-        return clicked
-
-    app.action(cards.APPROVE)(button(restores.approve))
-    app.action(cards.REJECT)(button(restores.reject))
-    app.action(cards.CANCEL)(button(restores.cancel))
-
-    @app.view(cards.FORM_CALLBACK)
-    def form_submitted(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        user_id = body["user"]["id"]
-        values = body["view"]["state"]["values"]
-        picked = (values.get(cards.FORM_WHEN, {}).get(cards.FORM_WHEN) or {}).get(
-            "selected_date_time")
-        source = ((values.get(cards.FORM_SOURCE, {}).get(cards.FORM_SOURCE) or {}).get("value")
-                  or "").strip()
-        reason = ((values.get(cards.FORM_REASON, {}).get(cards.FORM_REASON) or {}).get("value")
-                  or "").strip()
-        if bool(picked) == bool(source):
-            ack(response_action="errors", errors={
-                cards.FORM_WHEN: "Choose an instant, or name a backup branch below, not both."})
-            return
-        if source:
-            text = f"from {source} {reason}".strip()
-        else:
-            instant = datetime.fromtimestamp(int(picked), UTC)
-            text = f"{instant:%Y-%m-%dT%H:%M:%SZ} {reason}".strip()
-        try:
-            parsed = parse_restore_command(text)
-            restores.record_command(user_id, text)
-        except LifeguardError as problem:
-            ack(response_action="errors", errors={cards.FORM_REASON: str(problem)[:150]})
-            return
+        client.views_open(trigger_id=asked.trigger_id, view=cards.restore_form(datetime.now(UTC)))
+    elif isinstance(parsed, RestoreAt | RestoreFrom | RestorePromote):
+        restores.record_command(asked.user_id, asked.text)  # durably, before the ack
+        ack(**cards.checking(asked.text))
+        asker.later(lambda: respond(**_ask(restores, asked.user_id, parsed, approvals_channel,
+                                           asked.channel_id, asked.response_url)),
+                    f"restore request by {asked.user_id}")
+    elif isinstance(parsed, RestoreStatus):
         ack()
-        assert isinstance(parsed, RestoreAt | RestoreFrom)
+        asker.later(lambda: respond(**_status(restores, parsed.request_id)), "restore status")
+    elif isinstance(parsed, RestoreLog):
+        ack()
+        asker.later(lambda: respond(**_log(restores, parsed.request_id)), "restore log")
+    elif isinstance(parsed, RestoreCancel):
+        _decide(ack, restores.cancel, parsed.request_id, asked.user_id, restores, asker)
 
-        def job() -> None:
-            try:
-                message = ask(user_id, None, None, parsed)
-            except LifeguardError as problem:
-                message = blocks.error_message(f"{problem} Nothing was changed.")
-            dm = client.conversations_open(users=user_id)["channel"]["id"]
-            client.chat_postMessage(channel=dm, text=message["text"],
-                                    blocks=message.get("blocks"))
-        run_later(job, f"restore form by {user_id}")
+
+def handle_approve(ack: Ack, body: dict[str, Any], restores: RestoreService,
+                   asker: Asker) -> None:
+    clicked = click(body, REQUEST_ID, "a request id")
+    _decide(ack, restores.approve, clicked.value, clicked.user_id, restores, asker)
+
+
+def handle_reject(ack: Ack, body: dict[str, Any], restores: RestoreService,
+                  asker: Asker) -> None:
+    clicked = click(body, REQUEST_ID, "a request id")
+    _decide(ack, restores.reject, clicked.value, clicked.user_id, restores, asker)
+
+
+def handle_cancel(ack: Ack, body: dict[str, Any], restores: RestoreService,
+                  asker: Asker) -> None:
+    clicked = click(body, REQUEST_ID, "a request id")
+    _decide(ack, restores.cancel, clicked.value, clicked.user_id, restores, asker)
+
+
+def _decide(ack: Ack, decision: Decision, request_id: str, user_id: str,
+            restores: RestoreService, asker: Asker) -> None:
+    """Record the decision (compare-and-set, audited) before acknowledging; a refusal
+    goes, through the error handler, only to the person who clicked or typed."""
+    request = decision(request_id, user_id)
+    ack()
+    if request.state == RequestState.APPROVED:
+        asker.later(lambda: restores.advance(request.id), f"run request {request.id}",
+                    unchanged=RUN_RECORDED)
+
+
+def handle_restore_form(ack: Ack, body: dict[str, Any], restores: RestoreService,
+                        asker: Asker, approvals_channel: str) -> None:
+    form = restore_form_input(body)
+    if (form.picked is not None) == bool(form.source):
+        ack(response_action="errors", errors={
+            ids.FORM_WHEN: "Choose an instant, or name a backup branch below, not both."})
+        return
+    try:
+        text = _form_command(form)
+    except LifeguardError as problem:
+        ack(response_action="errors", errors={ids.FORM_WHEN: _field_error(problem)})
+        return
+    try:
+        parsed = parse_restore_command(text)
+    except LifeguardError as problem:
+        ack(response_action="errors", errors={ids.FORM_REASON: _field_error(problem)})
+        return
+    assert isinstance(parsed, RestoreAt | RestoreFrom)
+    restores.record_command(form.user_id, text)  # durably, before the ack
+    ack()
+    # A form has no response_url: the answer goes to the person in a direct message.
+    asker.later(lambda: asker.tell(_ask(restores, form.user_id, parsed, approvals_channel)),
+                f"restore form by {form.user_id}")
+
+
+def _field_error(problem: Exception) -> str:
+    """A problem shown under a form's field: Slack keeps these short."""
+    text = str(problem)
+    return text if len(text) <= FIELD_ERROR_LIMIT else text[:FIELD_ERROR_LIMIT - 1] + "…"
+
+
+def _form_command(form: RestoreFormInput) -> str:
+    """The `/restore` text the form stands for."""
+    if form.source:
+        return f"from {form.source} {form.reason}".strip()
+    assert form.picked is not None
+    instant = instant_from_timestamp(form.picked)
+    return (f"{instant.year:04d}-{instant:%m-%dT%H:%M:%S}Z {form.reason}").strip()
+
+
+def _ask(restores: RestoreService, user_id: str, parsed: RestoreCommand,
+         approvals_channel: str, channel_id: str | None = None,
+         response_url: str | None = None) -> dict[str, Any]:
+    """Make the request (Neon and Slack lookups, after the acknowledgement) and say what
+    came of it."""
+    where = {"channel_id": channel_id, "response_url": response_url}
+    if isinstance(parsed, RestoreAt):
+        request = restores.request_point_in_time(user_id, parsed.when_text, parsed.reason,
+                                                 **where)
+    elif isinstance(parsed, RestoreFrom):
+        request = restores.request_from_branch(user_id, parsed.branch_name, parsed.reason,
+                                               **where)
+    else:
+        assert isinstance(parsed, RestorePromote)
+        request = restores.request_promotion(user_id, parsed.branch_name, parsed.reason,
+                                             **where)
+    return cards.request_accepted(request, approvals_channel)
+
+
+def _status(restores: RestoreService, request_id: str | None) -> dict[str, Any]:
+    if request_id:
+        return cards.request_status(restores.get(request_id))
+    return cards.status_list(restores.open_requests())
 
 
 def _log(restores: RestoreService, request_id: str | None) -> dict[str, Any]:

@@ -17,15 +17,8 @@ from bot.domain.requests import (
 )
 from bot.domain.restores import RESTORE_USAGE
 from bot.domain.verification import VerificationReport
+from handlers import ids
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
-
-APPROVE = "request.approve"
-REJECT = "request.reject"
-CANCEL = "request.cancel"
-FORM_CALLBACK = "restore.form"
-FORM_WHEN = "when"
-FORM_SOURCE = "source"
-FORM_REASON = "reason"
 
 STEP_TEXT = {
     Step.CREATE_BRANCH: ":hourglass_flowing_sand: creating the restore branch…",
@@ -126,9 +119,9 @@ def request_card(request: ChangeRequest) -> Message:
     ]
     if request.state == RequestState.PENDING:
         blocks.append({"type": "actions", "block_id": f"request.{request.id}", "elements": [
-            _button("Approve", APPROVE, request.id, "primary"),
-            _button("Reject", REJECT, request.id, "danger"),
-            _button("Cancel", CANCEL, request.id, None),
+            _button("Approve", ids.APPROVE, request.id, "primary"),
+            _button("Reject", ids.REJECT, request.id, "danger"),
+            _button("Cancel", ids.CANCEL, request.id, None),
         ]})
     return {"text": f"{title} {request.id}: {request.state.value}", "blocks": blocks}
 
@@ -195,25 +188,25 @@ def request_log(request: ChangeRequest, entries: list[AuditEntry]) -> Message:
 def restore_form(now: datetime) -> dict[str, Any]:
     """The modal `/restore` alone opens: an instant, an optional backup, a reason."""
     return {
-        "type": "modal", "callback_id": FORM_CALLBACK,
+        "type": "modal", "callback_id": ids.RESTORE_FORM,
         "title": {"type": "plain_text", "text": "Restore"},
         "submit": {"type": "plain_text", "text": "Ask for approval"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "input", "block_id": FORM_WHEN, "optional": True,
+            {"type": "input", "block_id": ids.FORM_WHEN, "optional": True,
              "label": {"type": "plain_text", "text": "Restore the default branch as it was at"},
-             "element": {"type": "datetimepicker", "action_id": FORM_WHEN,
+             "element": {"type": "datetimepicker", "action_id": ids.FORM_WHEN,
                          "initial_date_time": int(now.timestamp()) - 3600},
              "hint": {"type": "plain_text", "text": "Your time zone. Leave empty to restore "
                       "from a backup instead."}},
-            {"type": "input", "block_id": FORM_SOURCE, "optional": True,
+            {"type": "input", "block_id": ids.FORM_SOURCE, "optional": True,
              "label": {"type": "plain_text", "text": "…or from this backup branch"},
-             "element": {"type": "plain_text_input", "action_id": FORM_SOURCE,
+             "element": {"type": "plain_text_input", "action_id": ids.FORM_SOURCE,
                          "placeholder": {"type": "plain_text",
                                          "text": "backup-20261121-142500"}}},
-            {"type": "input", "block_id": FORM_REASON, "optional": True,
+            {"type": "input", "block_id": ids.FORM_REASON, "optional": True,
              "label": {"type": "plain_text", "text": "Reason"},
-             "element": {"type": "plain_text_input", "action_id": FORM_REASON,
+             "element": {"type": "plain_text_input", "action_id": ids.FORM_REASON,
                          "max_length": 500}},
         ],
     }

@@ -48,6 +48,12 @@ WHEN_FORMATS = (
 )
 
 MAX_AGO_AMOUNT = 100_000
+# What `datetime` can represent: no restore window reaches beyond these.
+FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
+_NO_HISTORY = "Neon no longer keeps the history that far back"
+_OLDER_DATA = ("For older data, restore from a backup branch with `/restore from <branch>` "
+               "(`/backup list` shows them).")
 
 _DATE = r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
 _TIME = (r"(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})"
@@ -374,8 +380,10 @@ def _localize(local: datetime, zone: tzinfo) -> datetime:
         exists = [candidate for candidate in (first_utc, second_utc)
                   if candidate.astimezone(zone).replace(tzinfo=None) == local]
     except (OverflowError, ValueError) as error:
-        raise InvalidInput(f"`{_written(local)}` in {name} is outside the range of dates "
-                           "Lifeguard can work with.") from error
+        # Only at the ends of the calendar: the instant is before year 1 or after year 9999
+        # in UTC, which no restore window reaches.
+        raise beyond_the_calendar(f"`{_written(local)}` in {name}",
+                                  after=local.year == LAST_INSTANT.year) from error
     if len(exists) == 2:
         early, late = sorted(exists)
         early_offset, late_offset = (_format_offset(c.astimezone(zone).utcoffset())
@@ -430,8 +438,7 @@ def parse_when(text: str, *, now: datetime, zone: tzinfo) -> datetime:
         assert when.clock is not None
         day = when.day if when.day is not None else now.astimezone(read_in).date()
     except OverflowError as error:
-        raise InvalidInput(f"`{echo(text.strip())}` is outside the range of dates Lifeguard "
-                           "can work with.") from error
+        raise beyond_the_calendar(f"`{echo(text.strip())}`", after=False) from error
     return _localize(datetime.combine(day, when.clock), read_in)
 
 
@@ -457,7 +464,10 @@ def describe_instant(instant: datetime, zone: tzinfo) -> str:
     shown = f"{utc.date().isoformat()} {_clock_text(utc)} UTC"
     if _is_utc(zone):
         return shown
-    local = utc.astimezone(zone)
+    try:
+        local = utc.astimezone(zone)
+    except (OverflowError, ValueError):
+        return shown  # within a few hours of the calendar's ends: no local date to show
     local_text = _clock_text(local)
     if local.date() != utc.date():
         local_text = f"{local.date().isoformat()} {local_text}"
@@ -489,7 +499,29 @@ def check_restore_window(instant: datetime, *, now: datetime, window_seconds: in
     if instant > now:
         raise InvalidInput(f"{describe_instant(instant, zone)} is in the future. {window}")
     if instant < start:
-        raise InvalidInput(
-            f"{describe_instant(instant, zone)} is outside the restore window: Neon no longer "
-            f"keeps the history that far back. {window} For older data, restore from a "
-            "backup branch with `/restore from <branch>` (`/backup list` shows them).")
+        raise InvalidInput(f"{describe_instant(instant, zone)} is outside the restore window: "
+                           f"{_NO_HISTORY}. {window} {_OLDER_DATA}")
+
+
+def beyond_the_calendar(shown: str, *, after: bool) -> InvalidInput:
+    """The answer for an instant that cannot be represented (before year 1 or after year
+    9999 in UTC): worded as for an instant outside the restore window, which it is."""
+    if after:
+        return InvalidInput(
+            f"{shown} is in the future: a restore reaches back into the project's restore "
+            "window, which ends now. It is also beyond the range of instants Lifeguard can "
+            f"represent (up to {describe_instant(LAST_INSTANT, UTC)}).")
+    return InvalidInput(
+        f"{shown} is outside the restore window, and outside the range of instants Lifeguard "
+        f"can represent (from {describe_instant(FIRST_INSTANT, UTC)}): {_NO_HISTORY}. "
+        f"{_OLDER_DATA}")
+
+
+def instant_from_timestamp(seconds: int) -> datetime:
+    """The instant of a Unix time (as Slack's date-time picker sends it), in UTC; an
+    instant beyond the calendar gets the same answer as one outside the restore window."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise beyond_the_calendar("The date and time picked",
+                                  after=seconds > 0) from None

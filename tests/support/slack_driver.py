@@ -331,6 +331,25 @@ class SlackDriver:
             retry_reason=retry_reason,
         )
 
+    def interaction(self, payload: Any, *, sign: bool = True) -> httpx.Response:
+        """Any interaction payload exactly as given (a broken one too: no actions, a value
+        of the wrong type, no user …), form-encoded as Slack does and signed."""
+        return self._post_payload(
+            payload,
+            sign=sign,
+            timestamp=None,
+            secret=None,
+            retry_num=None,
+            retry_reason=None,
+        )
+
+    def signed_form(self, fields: dict[str, str]) -> httpx.Response:
+        """A signed form-encoded body with exactly these fields (a slash command without
+        its user, a `payload` that is not JSON …)."""
+        return self._post_form(
+            fields, sign=True, timestamp=None, secret=None, retry_num=None, retry_reason=None
+        )
+
     # ------------------------------------------------------------------ modals
 
     @staticmethod

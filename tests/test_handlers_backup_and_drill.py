@@ -1,0 +1,183 @@
+"""The `/backup` and `/drill` listeners and their buttons, called directly with fakes."""
+
+from __future__ import annotations
+
+from unittest.mock import Mock
+
+import pytest
+
+from bot.domain.backups import BackupStatus
+from bot.domain.errors import Conflict, NotAllowed
+from bot.services.backups import BackupService, Listing
+from bot.services.drills import DrillService
+from bot.services.health import HealthService
+from bot.services.scheduled_backups import ScheduledBackups
+from handlers import backup, drill
+from handlers.payloads import MalformedPayload
+from tests.support.handler_fakes import (
+    ALERTS,
+    ALICE,
+    BOB,
+    RecordingAsker,
+    Said,
+    click_body,
+    command,
+    make_backup,
+    make_drill,
+)
+
+PLAN_HASH = "ab" * 32
+
+
+@pytest.fixture
+def backups() -> Mock:
+    service = Mock(spec=BackupService)
+    service.request_backup.return_value = make_backup(BackupStatus.REQUESTED)
+    service.list_backups.return_value = Listing([])
+    return service
+
+
+@pytest.fixture
+def scheduled() -> Mock:
+    return Mock(spec=ScheduledBackups)
+
+
+def run_backup(text: str, backups: Mock, scheduled: Mock | None = None,
+               health: Mock | None = None) -> tuple[Said, Said, RecordingAsker]:
+    ack, respond, asker = Said(), Said(), RecordingAsker()
+    backup.handle_backup_command(ack, command(text, command="/backup"), respond, backups,
+                                 health or Mock(spec=HealthService),
+                                 scheduled or Mock(spec=ScheduledBackups),
+                                 lambda: {"jobs": []}, asker)
+    return ack, respond, asker
+
+
+def test_backup_now_is_recorded_before_the_ack_and_taken_after(backups):
+    ack, _, asker = run_backup("now nightly", backups)
+    backups.request_backup.assert_called_once_with(
+        ALICE, "nightly", channel_id="C0OPS", response_url="https://hooks.slack.test/answer")
+    assert "Taking backup `backup-20260113-142500`" in ack.texts[0]
+    assert asker.ran == ["backup backup-20260113-142500"]
+    backups.advance.assert_called_once_with("b0000001")
+
+
+def test_a_backup_that_fails_unexpectedly_after_the_ack_says_it_is_recorded(backups):
+    backups.advance.side_effect = RuntimeError("store down")
+    _, _, asker = run_backup("now", backups)
+    [told] = asker.told_texts
+    assert "error id" in told and "the backup is recorded" in told
+
+
+def test_backup_list_is_answered_after_the_ack(backups):
+    ack, respond, _ = run_backup("list", backups)
+    assert ack.calls == [{}]
+    assert respond.calls and respond.calls[0]["response_type"] == "ephemeral"
+
+
+def test_a_refused_deletion_says_nothing_was_deleted(backups):
+    backups.prepare_delete.side_effect = NotAllowed("`main` is not a backup Lifeguard took.")
+    _, respond, asker = run_backup("delete main", backups)
+    assert respond.calls == []
+    assert asker.told_texts == [":warning: `main` is not a backup Lifeguard took. "
+                                "Nothing was deleted."]
+
+
+def test_a_deletion_asks_for_confirmation(backups):
+    backups.prepare_delete.return_value = make_backup()
+    _, respond, _ = run_backup("delete backup-20260113-142500", backups)
+    assert "cannot be undone" in respond.texts[0]
+    backups.prepare_delete.assert_called_once_with(ALICE, "backup-20260113-142500")
+
+
+def test_the_prune_plan_failing_says_nothing_was_deleted(backups, scheduled):
+    scheduled.show_prune.side_effect = RuntimeError("neon down")
+    _, _, asker = run_backup("prune", backups, scheduled)
+    [told] = asker.told_texts
+    assert "error id" in told and "nothing was deleted" in told
+
+
+def test_a_confirmed_deletion_replaces_the_question_and_settles_after_the_ack(backups):
+    backups.confirm_delete.return_value = make_backup(BackupStatus.DELETING)
+    backups.settle.return_value = make_backup(BackupStatus.DELETED)
+    ack, respond, asker = Said(), Said(), RecordingAsker("block_actions", BOB)
+    backup.handle_delete_confirm(ack, click_body("backup.delete.confirm", "b0000001"), respond,
+                                 backups, asker)
+    backups.confirm_delete.assert_called_once_with(BOB, "b0000001")
+    assert ack.calls == [{}]
+    assert ["Neon is" in t for t in respond.texts] == [True, False]
+    assert "was deleted" in respond.texts[1]
+    assert asker.replace_original  # the private question is replaced, not added to
+
+
+def test_a_refused_confirmation_is_left_to_the_error_handler_replacing_the_question(backups):
+    backups.confirm_delete.side_effect = Conflict("`backup-x` is deleted; it cannot be "
+                                                  "deleted now.")
+    asker = RecordingAsker("block_actions", BOB)
+    with pytest.raises(Conflict):
+        backup.handle_delete_confirm(Said(), click_body("backup.delete.confirm", "b0000001"),
+                                     Said(), backups, asker)
+    assert asker.replace_original and asker.unchanged == "nothing was deleted"
+
+
+def test_keep_it_records_the_cancellation_before_the_ack(backups):
+    backups.cancel_delete.return_value = make_backup()
+    ack, respond = Said(), Said()
+    backup.handle_delete_cancel(ack, click_body("backup.delete.cancel", "b0000001"), respond,
+                                backups, RecordingAsker("block_actions", BOB))
+    backups.cancel_delete.assert_called_once_with(BOB, "b0000001")
+    assert respond.texts == ["Kept `backup-20260113-142500`."]
+
+
+def test_a_prune_failing_after_the_ack_says_what_is_kept(scheduled):
+    scheduled.execute_prune.side_effect = RuntimeError("store down")
+    ack, respond, asker = Said(), Said(), RecordingAsker("block_actions", BOB)
+    backup.handle_prune_confirm(ack, click_body("backup.prune.confirm", PLAN_HASH), respond,
+                                scheduled, asker)
+    scheduled.confirm_prune.assert_called_once_with(BOB, PLAN_HASH)
+    assert "Checking the plan again" in respond.texts[0]
+    [told] = asker.told
+    assert "error id" in told["text"] and "not deleted yet are kept" in told["text"]
+    assert told["replace_original"] is True  # takes the place of "Checking the plan…"
+
+
+@pytest.mark.parametrize("value", ["short", 42, "zz" * 32])
+def test_a_prune_click_without_a_plan_hash_touches_nothing(scheduled, value):
+    with pytest.raises(MalformedPayload, match="hash of a prune plan"):
+        backup.handle_prune_cancel(Said(), click_body("backup.prune.cancel", value), Said(),
+                                   scheduled, RecordingAsker("block_actions", BOB))
+    scheduled.cancel_prune.assert_not_called()
+
+
+@pytest.fixture
+def drills() -> Mock:
+    service = Mock(spec=DrillService)
+    service.start.return_value = make_drill()
+    return service
+
+
+def test_drill_start_is_recorded_before_the_ack_and_run_after(drills):
+    ack, asker = Said(), RecordingAsker()
+    drill.handle_drill_command(ack, command("start", command="/drill"), Said(), drills, asker,
+                               ALERTS)
+    drills.start.assert_called_once_with(ALICE, "C0OPS")
+    assert "Drill `d0000001` started" in ack.texts[0]
+    drills.advance.assert_called_once_with("d0000001")
+
+
+def test_a_drill_that_cannot_start_says_no_new_drill_was_started(drills):
+    drills.start.side_effect = Conflict("Drill d0000009 is still running: one drill runs at "
+                                        "a time.")
+    asker = RecordingAsker("block_actions", BOB)
+    with pytest.raises(Conflict):
+        drill.handle_drill_start(Said(), click_body("drill.start", "start"), Said(), drills,
+                                 asker, ALERTS)
+    assert asker.unchanged == "no new drill was started"
+
+
+def test_the_start_button_answers_privately_without_replacing_the_reminder(drills):
+    respond = Said()
+    drill.handle_drill_start(Said(), click_body("drill.start", "start"), respond, drills,
+                             RecordingAsker("block_actions", BOB), ALERTS)
+    drills.start.assert_called_once_with(BOB, "C0APPROVALS")
+    [answer] = respond.calls
+    assert answer["replace_original"] is False and "started" in answer["text"]
