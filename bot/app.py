@@ -6,14 +6,16 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 from zoneinfo import ZoneInfo
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -22,8 +24,10 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.background import Background
 from bot.config import Settings
+from bot.domain.backups import BackupStatus
 from bot.domain.retention import RetentionPolicy
 from bot.leadership import Leadership
+from bot.metrics import Metrics, WorkFigures
 from bot.neon import NeonClient
 from bot.scheduler import (
     JobHandler,
@@ -58,8 +62,28 @@ from storage.migrate import current_revision, head_revision, upgrade_to_head
 log = logging.getLogger("lifeguard")
 
 
-def slack_client(settings: Settings) -> WebClient:
-    return WebClient(
+class CountingWebClient(WebClient):
+    """Slack's Web API client, counting the calls that failed (after its own retries)."""
+
+    metrics: Metrics | None = None
+
+    def api_call(self, api_method: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().api_call(api_method, **kwargs)
+        except SlackApiError as error:
+            self._count(api_method, str(error.response.get("error") or "error"))
+            raise
+        except Exception as error:  # the connection, a timeout
+            self._count(api_method, type(error).__name__)
+            raise
+
+    def _count(self, api_method: str, error: str) -> None:
+        if self.metrics is not None:
+            self.metrics.slack_errors.labels(api_method, error).inc()
+
+
+def slack_client(settings: Settings, metrics: Metrics | None = None) -> WebClient:
+    client = CountingWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         timeout=15,
@@ -69,11 +93,14 @@ def slack_client(settings: Settings) -> WebClient:
             ServerErrorRetryHandler(max_retry_count=2),
         ],
     )
+    client.metrics = metrics
+    return client
 
 
-def neon_client(settings: Settings) -> NeonClient:
+def neon_client(settings: Settings, metrics: Metrics | None = None) -> NeonClient:
     return NeonClient(settings.neon_api_key.get_secret_value(), settings.neon_project_id,
-                      base_url=settings.neon_api_url)
+                      base_url=settings.neon_api_url,
+                      observe=metrics.neon_attempt if metrics is not None else None)
 
 
 @dataclass
@@ -91,6 +118,7 @@ class Lifeguard:
     health: HealthService
     scheduled: ScheduledBackups
     reminders: ApprovalReminders
+    metrics: Metrics
     leadership: Leadership = field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,8 +130,8 @@ class Lifeguard:
     # --- the scheduler's jobs (also `python -m bot run-job NAME`) ------------------------
 
     def job_handlers(self) -> dict[str, JobHandler | None]:
-        """What each job of bot.scheduler.JOBS does in this process."""
-        return {
+        """What each job of bot.scheduler.JOBS does in this process, counted."""
+        return {name: partial(self.counted, name, handler) for name, handler in {
             "reconcile": self.reconcile,
             "housekeeping": self.backups.mark_expired,
             "scheduled_backup": self.run_scheduled_backup,
@@ -111,7 +139,16 @@ class Lifeguard:
             "health_report": self.run_health_report,
             "drill_reminder": self.run_drill_reminder,
             "approval_reminders": self.run_approval_reminders,
-        }
+        }.items()}
+
+    def counted(self, name: str, handler: Callable[[], object]) -> object:
+        try:
+            result = handler()
+        except Exception:
+            self.metrics.job_ran(name, ok=False)
+            raise
+        self.metrics.job_ran(name, ok=not isinstance(result, JobResult) or result.ok)
+        return result
 
     def reconcile(self) -> None:
         """Expire what waited too long, and hand every unfinished piece of work to a
@@ -156,7 +193,7 @@ class Lifeguard:
 
     def wsgi(self) -> WsgiApp:
         return make_wsgi_app(None if self.settings.socket_mode else self.bolt,
-                             self.store_problem)
+                             self.store_problem, self.metrics)
 
     def start(self) -> None:
         register_job_handlers(self.job_handlers())
@@ -172,8 +209,9 @@ class Lifeguard:
 def build(settings: Settings) -> Lifeguard:
     """Build every piece. Applies pending store migrations."""
     store = SqlStore(settings.database_url, migrate=True)
-    client = slack_client(settings)
-    neon = neon_client(settings)
+    metrics = Metrics(partial(work_figures, store))
+    client = slack_client(settings, metrics)
+    neon = neon_client(settings, metrics)
     bolt = App(
         client=client,
         signing_secret=(settings.slack_signing_secret.get_secret_value()
@@ -207,7 +245,7 @@ def build(settings: Settings) -> Lifeguard:
         verifier,
         project_id=settings.neon_project_id, required_approvals=settings.required_approvals,
         approval_ttl=settings.approval_ttl, approvers_configured=bool(settings.approvers),
-        worker_id=worker_id)
+        backups=backups, worker_id=worker_id)
     drills = DrillService(store, neon, SlackDrillNotifier(client, settings.alerts_channel),
                           verifier, target_age=settings.drill_target_age, worker_id=worker_id)
     health = HealthService(store, neon, ops, branches_limit=partial(neon_branches_limit, neon),
@@ -224,7 +262,8 @@ def build(settings: Settings) -> Lifeguard:
         approvals_channel=settings.approvals_channel, alerts_channel=settings.alerts_channel))
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
                      backups=backups, restores=restores, drills=drills, background=background,
-                     alerts=alerts, health=health, scheduled=scheduled, reminders=reminders)
+                     alerts=alerts, health=health, scheduled=scheduled, reminders=reminders,
+                     metrics=metrics)
 
 
 # --- pieces of the wiring ------------------------------------------------------------
@@ -270,6 +309,21 @@ def run_job_once(settings: Settings, name: str) -> JobResult:
         return result if isinstance(result, JobResult) else JobResult(name, True, "done")
     finally:
         lifeguard.close()
+
+
+def work_figures(store: SqlStore) -> WorkFigures:
+    """What /metrics reads from the store at each scrape."""
+    newest_backup = store.backups.list((BackupStatus.READY,), limit=1)
+    last_drill = store.drills.last_successful()
+    return WorkFigures(
+        requests={(action.value, state.value): n
+                  for (action, state), n in store.requests.counts("action", "state").items()},
+        backups={status.value: n for (status,), n in store.backups.counts("status").items()},
+        drills={state.value: n for (state,), n in store.drills.counts("state").items()},
+        last_success={
+            "backup": newest_backup[0].created_at if newest_backup else None,
+            "drill": (last_drill.finished_at or last_drill.updated_at) if last_drill else None,
+        })
 
 
 def neon_branches_limit(neon: NeonClient) -> int | None:

@@ -1,4 +1,5 @@
-"""The HTTP surface: `POST /slack/events` (Bolt) and `GET /healthz`, served by waitress,
+"""The HTTP surface: `POST /slack/events` (Bolt), `GET /healthz` and `GET /metrics`
+(Prometheus), served by waitress,
 a production WSGI server with a thread pool and no dependencies beyond the standard library."""
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from typing import Any
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot.metrics import Metrics
+
 log = logging.getLogger("lifeguard.web")
 
 SLACK_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -29,9 +33,11 @@ def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> l
     return [data]
 
 
-def make_wsgi_app(bolt: App | None, store_problem: Callable[[], str | None]) -> WsgiApp:
+def make_wsgi_app(bolt: App | None, store_problem: Callable[[], str | None],
+                  metrics: Metrics | None = None) -> WsgiApp:
     """`bolt` is None in Socket Mode: Slack then reaches us over the socket, and HTTP serves
-    only the health check. `store_problem` returns None when the store answers."""
+    only the health check and the metrics. `store_problem` returns None when the store
+    answers."""
     slack = SlackRequestHandler(bolt, path=SLACK_PATH) if bolt is not None else None
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -42,12 +48,21 @@ def make_wsgi_app(bolt: App | None, store_problem: Callable[[], str | None]) -> 
                 return _json(start_response, "200 OK", {"status": "ok", "store": "ok"})
             return _json(start_response, "503 Service Unavailable",
                          {"status": "unavailable", "store": problem})
+        if path == METRICS_PATH and method in ("GET", "HEAD") and metrics is not None:
+            body, content_type = metrics.exposition()
+            start_response("200 OK", [("Content-Type", content_type),
+                                      ("Content-Length", str(len(body))),
+                                      ("Cache-Control", "no-store")])
+            return [body]
         if path == SLACK_PATH and slack is not None:
             if method != "POST":
                 return _json(start_response, "405 Method Not Allowed",
                              {"error": "Slack sends POST requests here"})
             try:
-                return slack(environ, start_response)
+                if metrics is None:
+                    return slack(environ, start_response)
+                with metrics.slack_requests.time():  # Bolt answers once it is acknowledged
+                    return slack(environ, start_response)
             except Exception as error:
                 # Bolt could not even read the request (a body that is not a Slack payload:
                 # broken JSON, a list, fields of the wrong type). Bolt calls start_response

@@ -33,8 +33,10 @@ from bot.domain.errors import InvalidInput
 from bot.services.backups import BackupService
 from bot.services.health import HealthService
 from bot.services.ports import MessageRef
+from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
 from handlers import blocks, health_blocks, ids
+from handlers import restore_blocks as restore_cards
 from handlers.answers import Asker
 from handlers.cards import CANNOT_POST_HERE, show_card
 from handlers.payloads import PLAN_HASH, click, slash_command
@@ -50,8 +52,6 @@ PRUNE_UNFINISHED = ("backups not deleted yet are kept; `/backup prune` shows the
 
 def register(app: App) -> None:
     app.command(ids.BACKUP_COMMAND)(handle_backup_command)
-    app.action(ids.DELETE_CONFIRM)(handle_delete_confirm)
-    app.action(ids.DELETE_CANCEL)(handle_delete_cancel)
     app.action(ids.PRUNE_CONFIRM)(handle_prune_confirm)
     app.action(ids.PRUNE_CANCEL)(handle_prune_cancel)
 
@@ -59,6 +59,7 @@ def register(app: App) -> None:
 def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
                           backups: BackupService, health: HealthService,
                           scheduled: ScheduledBackups, describe_schedule: Callable[[], Any],
+                          restores: RestoreService, approvals_channel: str,
                           asker: Asker) -> None:
     asked = slash_command(command)
     try:
@@ -80,9 +81,14 @@ def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
         asker.later(lambda: respond(**blocks.backup_list(backups.list_backups(),
                                                          datetime.now(UTC))), "backup list")
     elif isinstance(parsed, BackupDelete):
+        # A backup is a recovery point: deleting it is a change request a second person
+        # approves on its card, like a restore.
         ack()
-        asker.later(lambda: respond(**blocks.delete_confirmation(
-            backups.prepare_delete(asked.user_id, parsed.branch_name))),
+        asker.later(lambda: respond(**restore_cards.request_accepted(
+            restores.request_backup_deletion(asked.user_id, parsed.branch_name, "",
+                                             channel_id=asked.channel_id,
+                                             response_url=asked.response_url),
+            approvals_channel)),
             f"backup delete {parsed.branch_name}", unchanged=NOTHING_DELETED)
     elif isinstance(parsed, BackupSchedule):
         ack(**health_blocks.schedule_view(describe_schedule()))
@@ -116,29 +122,6 @@ def handle_prune_cancel(ack: Ack, body: dict[str, Any], respond: Respond,
     scheduled.cancel_prune(clicked.user_id, clicked.value)  # recorded before the ack
     ack()
     respond(**health_blocks.prune_cancelled())
-
-
-def handle_delete_confirm(ack: Ack, body: dict[str, Any], respond: Respond,
-                          backups: BackupService, asker: Asker) -> None:
-    clicked = click(body, meaning="a backup id")
-    asker.replace_original = True  # the answer takes the private question's place
-    asker.unchanged = NOTHING_DELETED
-    backup = backups.confirm_delete(clicked.user_id, clicked.value)  # before the ack
-    ack()
-    respond(**blocks.delete_outcome(backup))
-    asker.later(lambda: respond(**blocks.delete_outcome(backups.settle(backup.id) or backup)),
-                f"delete {backup.branch_name}",
-                unchanged=(f"`{backup.branch_name}` is being deleted; `/backup list` shows "
-                           "when it is gone"))
-
-
-def handle_delete_cancel(ack: Ack, body: dict[str, Any], respond: Respond,
-                         backups: BackupService, asker: Asker) -> None:
-    clicked = click(body, meaning="a backup id")
-    asker.replace_original = True
-    backup = backups.cancel_delete(clicked.user_id, clicked.value)  # recorded before the ack
-    ack()
-    respond(**blocks.kept(backup.branch_name if backup else "the backup"))
 
 
 class SlackBackupNotifier:

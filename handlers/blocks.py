@@ -13,7 +13,6 @@ from typing import Any
 from bot.domain.backups import BACKUP_USAGE, Backup, BackupStatus
 from bot.domain.durations import humanize_age
 from bot.services.backups import Listing
-from handlers import ids
 
 Message = dict[str, Any]
 
@@ -123,35 +122,6 @@ def backup_list(listing: Listing, now: datetime) -> Message:
         blocks.append(context(f":warning: Sizes and expiries from Lifeguard's records only: "
                               f"{listing.neon_problem}"))
     return ephemeral(f"{len(listing.items)} backups", blocks[:50])
-
-
-def delete_confirmation(backup: Backup) -> Message:
-    text = (f"Delete backup `{backup.branch_name}` (taken {when(backup.created_at)} by "
-            f"<@{backup.requested_by}>)? This cannot be undone.")
-    return ephemeral(text, [
-        section(f":wastebasket: {text}"),
-        {"type": "actions", "block_id": "backup.delete", "elements": [
-            {"type": "button", "action_id": ids.DELETE_CONFIRM, "style": "danger",
-             "text": {"type": "plain_text", "text": "Delete"}, "value": backup.id},
-            {"type": "button", "action_id": ids.DELETE_CANCEL,
-             "text": {"type": "plain_text", "text": "Keep it"}, "value": backup.id},
-        ]},
-    ])
-
-
-def delete_outcome(backup: Backup) -> Message:
-    if backup.status == BackupStatus.DELETED:
-        text = f":wastebasket: Backup `{backup.branch_name}` was deleted."
-    elif backup.status == BackupStatus.DELETING:
-        text = (f":hourglass_flowing_sand: Deleting backup `{backup.branch_name}`; Neon is "
-                "still working on it.")
-    else:
-        text = f":x: Backup `{backup.branch_name}` was not deleted: {backup.error}"
-    return {**ephemeral(text), "replace_original": True}
-
-
-def kept(branch_name: str) -> Message:
-    return {**ephemeral(f"Kept `{branch_name}`."), "replace_original": True}
 
 
 def home_view(backups: list[Backup], open_requests: list[str],

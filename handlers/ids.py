@@ -18,10 +18,6 @@ APPROVE = "request.approve"
 REJECT = "request.reject"
 CANCEL = "request.cancel"
 
-# Buttons on the private `/backup delete` question; value: the backup id
-DELETE_CONFIRM = "backup.delete.confirm"
-DELETE_CANCEL = "backup.delete.cancel"
-
 # Buttons on the private `/backup prune` plan; value: the plan's hash
 PRUNE_CONFIRM = "backup.prune.confirm"
 PRUNE_CANCEL = "backup.prune.cancel"
@@ -42,6 +38,6 @@ APP_HOME_OPENED = "app_home_opened"
 # register functions): a request naming one of these that Bolt calls unhandled was not
 # acknowledged in time, rather than unknown.
 COMMANDS = frozenset({BACKUP_COMMAND, RESTORE_COMMAND, DRILL_COMMAND})
-BUTTONS = frozenset({APPROVE, REJECT, CANCEL, DELETE_CONFIRM, DELETE_CANCEL, PRUNE_CONFIRM,
+BUTTONS = frozenset({APPROVE, REJECT, CANCEL, PRUNE_CONFIRM,
                      PRUNE_CANCEL, DRILL_START})
 FORMS = frozenset({RESTORE_FORM})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.errors import InvalidInput
+from bot.services.ports import MessageRef
 from handlers import ids
 
 # Slack user ids: U… or W… (Enterprise Grid), then upper-case letters and digits (and
@@ -123,6 +124,7 @@ class Click:
     user_id: str
     value: str
     channel_id: str | None
+    message: MessageRef | None  # the message whose button was clicked, when it was one
 
 
 def click(body: Mapping[str, Any], value: re.Pattern[str] = BUTTON_VALUE,
@@ -139,8 +141,20 @@ def click(body: Mapping[str, Any], value: re.Pattern[str] = BUTTON_VALUE,
     if not value.match(raw):
         raise MalformedPayload(f"the button's value is not {meaning}")
     channel = body.get("channel")
-    channel_id = channel.get("id") if isinstance(channel, dict) else None
-    return Click(user_id, raw, _optional_id(channel_id))
+    channel_id = _optional_id(channel.get("id") if isinstance(channel, dict) else None)
+    return Click(user_id, raw, channel_id, _clicked_message(body, channel_id))
+
+
+def _clicked_message(body: Mapping[str, Any], channel_id: str | None) -> MessageRef | None:
+    """Where the clicked button was: the container's channel and message ts."""
+    container = body.get("container")
+    if not isinstance(container, dict) or container.get("type") != "message":
+        return None
+    ts = container.get("message_ts")
+    channel = container.get("channel_id") or channel_id
+    if not (isinstance(ts, str) and isinstance(channel, str) and ts and channel):
+        return None
+    return MessageRef(channel_id=channel, ts=ts)
 
 
 # --- the /restore form ------------------------------------------------------------------

@@ -38,11 +38,18 @@ from handlers import restore_blocks as cards
 from handlers.answers import Asker
 from handlers.cards import show_card
 from handlers.directory import SlackDirectory
-from handlers.payloads import RestoreFormInput, click, restore_form_input, slash_command
+from handlers.payloads import (
+    Click,
+    MalformedPayload,
+    RestoreFormInput,
+    click,
+    restore_form_input,
+    slash_command,
+)
 
 log = logging.getLogger("lifeguard.handlers.restore")
 
-Decision = Callable[[str, str], ChangeRequest]
+Decision = Callable[..., ChangeRequest]  # (request id, user id, *, shown_on)
 FIELD_ERROR_LIMIT = 150
 RUN_RECORDED = ("the approval is recorded, and Lifeguard goes on with the request by itself "
                 "once it can; the request's card shows where it stands")
@@ -86,32 +93,46 @@ def handle_restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
         ack()
         asker.later(lambda: respond(**_log(restores, parsed.request_id)), "restore log")
     elif isinstance(parsed, RestoreCancel):
-        _decide(ack, restores.cancel, parsed.request_id, asked.user_id, restores, asker)
+        _decide(ack, restores.cancel, parsed.request_id, asked.user_id, None, restores,
+                asker)
 
 
 def handle_approve(ack: Ack, body: dict[str, Any], restores: RestoreService,
                    asker: Asker) -> None:
-    clicked = click(body, REQUEST_ID, "a request id")
-    _decide(ack, restores.approve, clicked.value, clicked.user_id, restores, asker)
+    clicked = card_click(body)
+    _decide(ack, restores.approve, clicked.value, clicked.user_id, clicked.message,
+            restores, asker)
 
 
 def handle_reject(ack: Ack, body: dict[str, Any], restores: RestoreService,
                   asker: Asker) -> None:
-    clicked = click(body, REQUEST_ID, "a request id")
-    _decide(ack, restores.reject, clicked.value, clicked.user_id, restores, asker)
+    clicked = card_click(body)
+    _decide(ack, restores.reject, clicked.value, clicked.user_id, clicked.message,
+            restores, asker)
 
 
 def handle_cancel(ack: Ack, body: dict[str, Any], restores: RestoreService,
                   asker: Asker) -> None:
+    clicked = card_click(body)
+    _decide(ack, restores.cancel, clicked.value, clicked.user_id, clicked.message,
+            restores, asker)
+
+
+def card_click(body: dict[str, Any]) -> Click:
+    """A click on an approval card's button: it must come from a message (the card), so
+    the decision can be bound to the request that card shows."""
     clicked = click(body, REQUEST_ID, "a request id")
-    _decide(ack, restores.cancel, clicked.value, clicked.user_id, restores, asker)
+    if clicked.message is None:
+        raise MalformedPayload("the click did not come from a request's card")
+    return clicked
 
 
 def _decide(ack: Ack, decision: Decision, request_id: str, user_id: str,
-            restores: RestoreService, asker: Asker) -> None:
+            shown_on: MessageRef | None, restores: RestoreService, asker: Asker) -> None:
     """Record the decision (compare-and-set, audited) before acknowledging; a refusal
-    goes, through the error handler, only to the person who clicked or typed."""
-    request = decision(request_id, user_id)
+    goes, through the error handler, only to the person who clicked or typed. `shown_on`
+    is the card a click came from (None for a typed command)."""
+    request = decision(request_id, user_id, shown_on=shown_on)
     ack()
     if request.state == RequestState.APPROVED:
         asker.later(lambda: restores.advance(request.id), f"run request {request.id}",

@@ -26,6 +26,8 @@ STEP_TEXT = {
     Step.PROMOTE: ":hourglass_flowing_sand: restoring the live branch in place…",
     Step.WAIT_PROMOTION: ":hourglass_flowing_sand: Neon is restoring the live branch…",
     Step.VERIFY: ":mag: verifying tables and row counts…",
+    Step.CLEAN_UP: ":broom: it failed; removing the restore branch it made…",
+    Step.DELETE_BACKUP: ":wastebasket: deleting the backup branch…",
 }
 
 
@@ -41,6 +43,9 @@ def _what(request: ChangeRequest) -> str:
                 f"it was at {when(plan.instant)}")
     if plan.action == RequestAction.RESTORE_FROM_BRANCH:
         return f"New branch `{plan.target_branch_name}` from backup `{plan.source_branch_name}`"
+    if plan.action == RequestAction.DELETE_BACKUP:
+        return (f"Delete backup `{plan.source_branch_name}` from Neon. It is a recovery point: "
+                "this cannot be undone")
     return (f"Restore the live branch `{plan.target_branch_name}` in place from "
             f"`{plan.source_branch_name}`; its current state is kept as "
             f"`{plan.preserve_under_name}`. Connection strings do not change.")
@@ -77,7 +82,9 @@ def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
         blocks.append(section(f"{mark} *Verification:* {report.summary()}"))
     plan = request.plan
     if request.state == RequestState.SUCCEEDED:
-        if plan.action == RequestAction.PROMOTE:
+        if plan.action == RequestAction.DELETE_BACKUP:
+            blocks.append(section(f"Backup `{plan.source_branch_name}` was deleted."))
+        elif plan.action == RequestAction.PROMOTE:
             blocks.append(section(
                 f"`{plan.target_branch_name}` now holds `{plan.source_branch_name}`'s data; "
                 "nothing needs a redeploy. To undo: "

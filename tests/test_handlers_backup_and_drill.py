@@ -11,12 +11,14 @@ from bot.domain.errors import Conflict, NotAllowed
 from bot.services.backups import BackupService, Listing
 from bot.services.drills import DrillService
 from bot.services.health import HealthService
+from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
 from handlers import backup, drill
 from handlers.payloads import MalformedPayload
 from tests.support.handler_fakes import (
     ALERTS,
     ALICE,
+    APPROVALS,
     BOB,
     RecordingAsker,
     Said,
@@ -24,6 +26,7 @@ from tests.support.handler_fakes import (
     command,
     make_backup,
     make_drill,
+    make_request,
 )
 
 PLAN_HASH = "ab" * 32
@@ -43,12 +46,14 @@ def scheduled() -> Mock:
 
 
 def run_backup(text: str, backups: Mock, scheduled: Mock | None = None,
-               health: Mock | None = None) -> tuple[Said, Said, RecordingAsker]:
+               health: Mock | None = None, restores: Mock | None = None
+               ) -> tuple[Said, Said, RecordingAsker]:
     ack, respond, asker = Said(), Said(), RecordingAsker()
     backup.handle_backup_command(ack, command(text, command="/backup"), respond, backups,
                                  health or Mock(spec=HealthService),
                                  scheduled or Mock(spec=ScheduledBackups),
-                                 lambda: {"jobs": []}, asker)
+                                 lambda: {"jobs": []}, restores or Mock(spec=RestoreService),
+                                 APPROVALS, asker)
     return ack, respond, asker
 
 
@@ -75,18 +80,26 @@ def test_backup_list_is_answered_after_the_ack(backups):
 
 
 def test_a_refused_deletion_says_nothing_was_deleted(backups):
-    backups.prepare_delete.side_effect = NotAllowed("`main` is not a backup Lifeguard took.")
-    _, respond, asker = run_backup("delete main", backups)
+    restores = Mock(spec=RestoreService)
+    restores.request_backup_deletion.side_effect = NotAllowed(
+        "`main` is not a backup Lifeguard took.")
+    _, respond, asker = run_backup("delete main", backups, restores=restores)
     assert respond.calls == []
     assert asker.told_texts == [":warning: `main` is not a backup Lifeguard took. "
                                 "Nothing was deleted."]
 
 
-def test_a_deletion_asks_for_confirmation(backups):
-    backups.prepare_delete.return_value = make_backup()
-    _, respond, _ = run_backup("delete backup-20260113-142500", backups)
-    assert "cannot be undone" in respond.texts[0]
-    backups.prepare_delete.assert_called_once_with(ALICE, "backup-20260113-142500")
+def test_a_deletion_is_a_change_request_a_second_person_approves(backups):
+    restores = Mock(spec=RestoreService)
+    request = make_request()
+    restores.request_backup_deletion.return_value = request
+    _, respond, asker = run_backup("delete backup-20260113-142500", backups, restores=restores)
+    restores.request_backup_deletion.assert_called_once_with(
+        ALICE, "backup-20260113-142500", "", channel_id="C0OPS",
+        response_url="https://hooks.slack.test/answer")
+    assert request.id in respond.texts[0]
+    assert asker.ran == ["backup delete backup-20260113-142500"]
+    backups.confirm_delete.assert_not_called()  # nothing is deleted by the asking alone
 
 
 def test_the_prune_plan_failing_says_nothing_was_deleted(backups, scheduled):
@@ -94,38 +107,6 @@ def test_the_prune_plan_failing_says_nothing_was_deleted(backups, scheduled):
     _, _, asker = run_backup("prune", backups, scheduled)
     [told] = asker.told_texts
     assert "error id" in told and "nothing was deleted" in told
-
-
-def test_a_confirmed_deletion_replaces_the_question_and_settles_after_the_ack(backups):
-    backups.confirm_delete.return_value = make_backup(BackupStatus.DELETING)
-    backups.settle.return_value = make_backup(BackupStatus.DELETED)
-    ack, respond, asker = Said(), Said(), RecordingAsker("block_actions", BOB)
-    backup.handle_delete_confirm(ack, click_body("backup.delete.confirm", "b0000001"), respond,
-                                 backups, asker)
-    backups.confirm_delete.assert_called_once_with(BOB, "b0000001")
-    assert ack.calls == [{}]
-    assert ["Neon is" in t for t in respond.texts] == [True, False]
-    assert "was deleted" in respond.texts[1]
-    assert asker.replace_original  # the private question is replaced, not added to
-
-
-def test_a_refused_confirmation_is_left_to_the_error_handler_replacing_the_question(backups):
-    backups.confirm_delete.side_effect = Conflict("`backup-x` is deleted; it cannot be "
-                                                  "deleted now.")
-    asker = RecordingAsker("block_actions", BOB)
-    with pytest.raises(Conflict):
-        backup.handle_delete_confirm(Said(), click_body("backup.delete.confirm", "b0000001"),
-                                     Said(), backups, asker)
-    assert asker.replace_original and asker.unchanged == "nothing was deleted"
-
-
-def test_keep_it_records_the_cancellation_before_the_ack(backups):
-    backups.cancel_delete.return_value = make_backup()
-    ack, respond = Said(), Said()
-    backup.handle_delete_cancel(ack, click_body("backup.delete.cancel", "b0000001"), respond,
-                                backups, RecordingAsker("block_actions", BOB))
-    backups.cancel_delete.assert_called_once_with(BOB, "b0000001")
-    assert respond.texts == ["Kept `backup-20260113-142500`."]
 
 
 def test_a_prune_failing_after_the_ack_says_what_is_kept(scheduled):

@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 
 from bot.domain.errors import Conflict, InvalidInput, NotAllowed
 from bot.domain.requests import RequestState
+from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
 from handlers import restore
 from handlers.payloads import MalformedPayload
@@ -19,6 +20,7 @@ from tests.support.handler_fakes import (
     ALICE,
     APPROVALS,
     BOB,
+    CARD_TS,
     REQUEST_ID,
     RecordingAsker,
     Said,
@@ -140,7 +142,7 @@ def test_status_and_log_are_answered_after_the_ack(restores):
 def test_cancel_by_command_is_decided_before_the_ack(restores):
     restores.cancel.return_value = make_request(RequestState.CANCELLED)
     ack, _, asker, _ = run_command(f"cancel {REQUEST_ID}", restores)
-    restores.cancel.assert_called_once_with(REQUEST_ID, ALICE)
+    restores.cancel.assert_called_once_with(REQUEST_ID, ALICE, shown_on=None)  # typed
     assert ack.calls == [{}]
     assert asker.ran == []  # nothing to run
 
@@ -149,7 +151,8 @@ def test_an_approval_that_reaches_quorum_runs_after_the_ack(restores):
     restores.approve.return_value = make_request(RequestState.APPROVED)
     ack, asker = Said(), RecordingAsker("block_actions", BOB)
     restore.handle_approve(ack, click_body("request.approve", REQUEST_ID), restores, asker)
-    restores.approve.assert_called_once_with(REQUEST_ID, BOB)
+    restores.approve.assert_called_once_with(
+        REQUEST_ID, BOB, shown_on=MessageRef(APPROVALS, CARD_TS))  # bound to its card
     assert ack.calls == [{}]
     assert asker.ran == [f"run request {REQUEST_ID}"]
     restores.advance.assert_called_once_with(REQUEST_ID)

@@ -24,6 +24,7 @@ from bot.domain.errors import Conflict, NotFound
 from bot.services.backups import BackupService
 from bot.services.drills import DrillService
 from bot.services.health import HealthService
+from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
 from handlers import wiring
@@ -35,6 +36,7 @@ from tests.support.handler_fakes import (
     ALICE,
     APPROVALS,
     BOB,
+    CARD_TS,
     REQUEST_ID,
     click_body,
     command,
@@ -214,7 +216,8 @@ def test_listeners_are_handed_their_services_through_the_context(app, services, 
     services.restores.approve.return_value = make_request()
     response = dispatch(app, click_body("request.approve", REQUEST_ID))
     assert (response.status, response.body) == (200, "")
-    services.restores.approve.assert_called_once_with(REQUEST_ID, BOB)
+    services.restores.approve.assert_called_once_with(
+        REQUEST_ID, BOB, shown_on=MessageRef(APPROVALS, CARD_TS))
     assert told.messages == []
 
 
@@ -259,6 +262,8 @@ def test_a_form_failing_before_the_ack_is_replaced_by_what_went_wrong(app, servi
 
 @pytest.mark.parametrize(("body", "says"), [
     ({**click_body("request.approve", REQUEST_ID), "actions": []}, "without the button"),
+    ({k: v for k, v in click_body("request.approve", REQUEST_ID).items() if k != "container"},
+     "did not come from a request's card"),
     (click_body("request.approve", {"id": REQUEST_ID}), "not text"),
     ({k: v for k, v in click_body("request.approve", REQUEST_ID).items() if k != "user"},
      "who sent it"),

@@ -18,8 +18,8 @@ import yaml
 
 from bot.domain.retention import PruneCandidate, PrunePlan, RetentionPolicy
 from bot.services.scheduled_backups import PruneView
-from handlers import blocks, drill_blocks, health_blocks, ids, restore_blocks, wiring
-from tests.support.handler_fakes import T0, make_backup, make_request
+from handlers import drill_blocks, health_blocks, ids, restore_blocks, wiring
+from tests.support.handler_fakes import T0, make_request
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_URL_PATH = "/slack/events"
@@ -89,7 +89,6 @@ def built_messages() -> list[dict[str, Any]]:
     prune = PruneView(PrunePlan(keep=(keep,), delete=(old,), reasons={keep.name: "daily"}),
                       "ab" * 32, RetentionPolicy(7, 4, 12), "UTC")
     return [restore_blocks.request_card(make_request()),
-            blocks.delete_confirmation(make_backup()),
             health_blocks.prune_plan(prune),
             drill_blocks.drill_reminder(None, now=datetime.now(UTC))]
 

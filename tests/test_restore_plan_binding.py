@@ -18,7 +18,7 @@ def test_a_plan_edited_after_approval_is_refused_before_neon_is_called(tmp_path:
     service = restore_service(store, neon)
     request = service.request_from_branch("U0ALICE", "backup-20261120-101500", "",
                                           channel_id=None, response_url=None)
-    approved = service.approve(request.id, "U0BOB")
+    approved = service.approve(request.id, "U0BOB", shown_on=None)
     assert approved.state == RequestState.APPROVED
 
     with store.engine.begin() as conn:  # someone points the approved request elsewhere

@@ -98,7 +98,7 @@ def test_a_verification_of_three_lease_periods_runs_once_on_one_card(tmp_path: P
     first, second = service("first"), service("second")
     request = first.request_from_branch("U0ALICE", "backup-20261120-101500", "drill",
                                         channel_id=None, response_url=None)
-    first.approve(request.id, "U0BOB")
+    first.approve(request.id, "U0BOB", shown_on=None)
 
     worker = threading.Thread(target=first.advance, args=(request.id,))
     worker.start()

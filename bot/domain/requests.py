@@ -53,12 +53,14 @@ class RequestAction(StrEnum):
     RESTORE_POINT_IN_TIME = "restore_pitr"  # restore branch of the default branch at an instant
     RESTORE_FROM_BRANCH = "restore_from_branch"  # restore branch from a backup branch
     PROMOTE = "promote"  # the default branch restored in place from a restore/backup branch
+    DELETE_BACKUP = "delete_backup"  # a backup branch deleted (it is a recovery point)
 
 
 ACTION_TITLES = {
     RequestAction.RESTORE_POINT_IN_TIME: "Point-in-time restore",
     RequestAction.RESTORE_FROM_BRANCH: "Restore from a backup",
     RequestAction.PROMOTE: "Promotion to the live branch",
+    RequestAction.DELETE_BACKUP: "Deletion of a backup",
 }
 
 
@@ -71,6 +73,7 @@ class Step(StrEnum):
     WAIT_PROMOTION = "wait_promotion"
     VERIFY = "verify"
     CLEAN_UP = "clean_up"  # a restore that failed removes the branch it made
+    DELETE_BACKUP = "delete_backup"  # deletion: the backup branch is deleted
     DONE = "done"
 
 

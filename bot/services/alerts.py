@@ -194,6 +194,8 @@ def request_failure(request: ChangeRequest) -> Alert:
             if plan.instant else "?"
         tried = (f"Creating `{plan.target_branch_name}` from `{plan.source_branch_name}` as "
                  f"it was at {instant}")
+    elif plan.action == RequestAction.DELETE_BACKUP:
+        tried = f"Deleting backup `{plan.source_branch_name}`"
     else:
         tried = f"Creating `{plan.target_branch_name}` from backup `{plan.source_branch_name}`"
     step = request.step.value.replace("_", " ") if request.step else "start"
@@ -209,6 +211,9 @@ def request_failure(request: ChangeRequest) -> Alert:
     elif plan.action == RequestAction.PROMOTE:
         next_step = (f"The live branch was not changed. {log_hint} Fix the cause, then ask "
                      "again with `/restore promote`.")
+    elif plan.action == RequestAction.DELETE_BACKUP:
+        next_step = (f"The backup `{plan.source_branch_name}` was not deleted. {log_hint} Fix "
+                     "the cause, then ask again with `/backup delete`.")
     elif request.step == Step.VERIFY:
         next_step = (f"Production was not changed. The restored branch "
                      f"`{plan.target_branch_name}` is kept so it can be inspected; do not "

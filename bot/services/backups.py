@@ -252,11 +252,17 @@ class BackupService:
                            "it cannot be deleted now.")
         return confirmed
 
-    def cancel_delete(self, user_id: str, backup_id: str) -> Backup | None:
+    def delete_approved(self, backup_id: str, by: str) -> Backup:
+        """Carry out a deletion a second person approved (the step of its change request):
+        record it (once), then delete the branch now. Returns the backup: deleted, still
+        deleting (Neon is slow: call again), or ready again with the reason it was not."""
         backup = self.store.backups.get(backup_id)
-        if backup is not None:
-            self.store.append(AuditEvent(user_id, "backup.delete_cancelled",
-                                         backup.branch_name, {"backup_id": backup_id}))
+        if backup is None:
+            raise NotFound("That backup is not known to Lifeguard.")
+        if backup.status == BackupStatus.READY:
+            backup = self.confirm_delete(by, backup_id)
+        if backup.status == BackupStatus.DELETING:
+            backup = self.work.advance(backup_id) or self.store.backups.get(backup_id) or backup
         return backup
 
     def _delete_branch(self, backup: Backup) -> Change[Backup] | Wait:

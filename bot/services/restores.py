@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from bot.domain import requests as rules
 from bot.domain.audit import AuditEntry, AuditEvent
+from bot.domain.backups import Backup, BackupStatus
 from bot.domain.errors import Conflict, DuplicateRequest, ExternalServiceError, NotAllowed, NotFound
 from bot.domain.instants import check_restore_window, describe_instant, parse_when
 from bot.domain.requests import (
@@ -57,6 +58,18 @@ class RestoreNeon(BranchAccess, Protocol):
                        preserve_under_name: str | None = None) -> BranchChange: ...
 
 
+class BackupDeletion(Protocol):
+    """The backup service's part in deleting a backup, which is a change request."""
+
+    def prepare_delete(self, user_id: str, branch_name: str) -> Backup:
+        """The recorded, deletable backup of that name; raises saying why not."""
+        ...
+
+    def delete_approved(self, backup_id: str, by: str) -> Backup:
+        """Delete it now; returns it deleted, still deleting, or ready with the reason."""
+        ...
+
+
 class Directory(Protocol):
     """Who people are, from Slack."""
 
@@ -88,6 +101,19 @@ class RestoreStore(AuditLog, Protocol):
 START = "start"  # an approved request's first step: it starts running
 
 
+def _check_shown_on(request: ChangeRequest, shown_on: MessageRef | None) -> None:
+    """A click (`shown_on`: the message it came from; None for a typed command, which names
+    the request itself) acts only on the request whose card it came from: a button value
+    altered to name another request is refused (and audited by the caller)."""
+    if shown_on is None:
+        return
+    if request.card_ts is None or (shown_on.channel_id, shown_on.ts) != (request.card_channel,
+                                                                         request.card_ts):
+        raise NotAllowed(f"That button is not on the card of request {request.id}, so "
+                         "nothing was decided. Use the buttons on the request's own card in "
+                         "the approvals channel.")
+
+
 def _step_of(request: ChangeRequest) -> str | None:
     if request.state == RequestState.APPROVED:
         return START
@@ -106,7 +132,8 @@ class RestoreService:
     def __init__(self, store: RestoreStore, neon: RestoreNeon, directory: Directory,
                  notifier: RequestNotifier, verifier: Verifier, *, project_id: str,
                  required_approvals: int, approval_ttl: timedelta,
-                 approvers_configured: bool, worker_id: str | None = None,
+                 approvers_configured: bool, backups: BackupDeletion | None = None,
+                 worker_id: str | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.neon = neon
@@ -117,6 +144,7 @@ class RestoreService:
         self.required_approvals = required_approvals
         self.approval_ttl = approval_ttl
         self.approvers_configured = approvers_configured
+        self.backups = backups
         self.now = now
         self.work = Engine(Kind(
             name="request", step_of=_step_of, steps=self._steps(), failed=self._failed,
@@ -189,6 +217,22 @@ class RestoreService:
             preserve_under_name=self._free_name(preserve_branch_name(self.now()), request_id))
         return self._record(request_id, plan, reason, channel_id, response_url, {})
 
+    def request_backup_deletion(self, user_id: str, branch_name: str, reason: str, *,
+                                channel_id: str | None,
+                                response_url: str | None) -> ChangeRequest:
+        """A backup is a recovery point: deleting one needs a second person's approval,
+        like a restore (an insider must not delete them alone before damaging data)."""
+        self._check_approvers_configured()
+        assert self.backups is not None, "deletions need the backup service"
+        backup = self.backups.prepare_delete(user_id, branch_name)
+        assert backup.branch_id is not None
+        plan = Plan(action=RequestAction.DELETE_BACKUP, project_id=self.project_id,
+                    requester=user_id, source_branch_id=backup.branch_id,
+                    source_branch_name=backup.branch_name,
+                    target_branch_name=backup.branch_name)
+        return self._record(new_request_id(), plan, reason, channel_id, response_url,
+                            {"backup_id": backup.id})
+
     def _named_branch(self, name: str) -> Branch:
         branch = self._neon(lambda: self.neon.find_branch_by_name(name))
         if branch is None:
@@ -226,7 +270,8 @@ class RestoreService:
 
     # --- deciding -----------------------------------------------------------------------
 
-    def approve(self, request_id: str, user_id: str) -> ChangeRequest:
+    def approve(self, request_id: str, user_id: str, *,
+                       shown_on: MessageRef | None) -> ChangeRequest:
         def decide(request: ChangeRequest) -> tuple[ChangeRequest, AuditEvent]:
             approvals, quorum = rules.approve(
                 request, user_id, is_approver=self.directory.is_approver(user_id),
@@ -237,9 +282,10 @@ class RestoreService:
                         "approvals": [a.user_id for a in approvals], "quorum_reached": quorum,
                         "plan_hash": request.plan_hash}))
 
-        return self._decide(request_id, user_id, decide)
+        return self._decide(request_id, user_id, decide, shown_on)
 
-    def reject(self, request_id: str, user_id: str) -> ChangeRequest:
+    def reject(self, request_id: str, user_id: str, *,
+                      shown_on: MessageRef | None) -> ChangeRequest:
         def decide(request: ChangeRequest) -> tuple[ChangeRequest, AuditEvent]:
             rules.reject(request, user_id, is_approver=self.directory.is_approver(user_id),
                          now=self.now())
@@ -247,25 +293,28 @@ class RestoreService:
                             finished_at=self.now()),
                     AuditEvent(user_id, "request.rejected", request_id, {}))
 
-        return self._decide(request_id, user_id, decide)
+        return self._decide(request_id, user_id, decide, shown_on)
 
-    def cancel(self, request_id: str, user_id: str) -> ChangeRequest:
+    def cancel(self, request_id: str, user_id: str, *,
+                      shown_on: MessageRef | None) -> ChangeRequest:
         def decide(request: ChangeRequest) -> tuple[ChangeRequest, AuditEvent]:
             rules.cancel(request, user_id, now=self.now())
             return (replace(request, state=RequestState.CANCELLED, decided_by=user_id,
                             finished_at=self.now()),
                     AuditEvent(user_id, "request.cancelled", request_id, {}))
 
-        return self._decide(request_id, user_id, decide)
+        return self._decide(request_id, user_id, decide, shown_on)
 
     def _decide(self, request_id: str, user_id: str,
-                decide: Callable[[ChangeRequest], tuple[ChangeRequest, AuditEvent]]
-                ) -> ChangeRequest:
+                decide: Callable[[ChangeRequest], tuple[ChangeRequest, AuditEvent]],
+                shown_on: MessageRef | None) -> ChangeRequest:
         """Read, check the rules, compare-and-set; on a lost race read again and re-check,
-        so the loser of a double click sees why (e.g. "you already approved")."""
+        so the loser of a double click sees why (e.g. "you already approved"). A click
+        decides only the request its card showed (`shown_on`: the message clicked)."""
         for _ in range(5):
             request = self.get(request_id)
             try:
+                _check_shown_on(request, shown_on)
                 decided, event = decide(request)
             except NotAllowed as refusal:  # refused clicks are part of the story too
                 self.store.append(AuditEvent(user_id, "request.refused", request.id,
@@ -333,11 +382,13 @@ class RestoreService:
                 lambda r: self._wait(r, r.plan.target_branch_id, Step.VERIFY)),
             Step.VERIFY: checked(self._verify),
             Step.CLEAN_UP: self._clean_up,
+            Step.DELETE_BACKUP: checked(self._delete_backup),
         }
 
     def _start(self, request: ChangeRequest) -> Change[ChangeRequest]:
-        first = (Step.PROMOTE if request.plan.action == RequestAction.PROMOTE
-                 else Step.CREATE_BRANCH)
+        first = {RequestAction.PROMOTE: Step.PROMOTE,
+                 RequestAction.DELETE_BACKUP: Step.DELETE_BACKUP}.get(request.plan.action,
+                                                                       Step.CREATE_BRANCH)
         return Change(replace(request, state=RequestState.RUNNING, step=first),
                       "request.started", {"state": RequestState.RUNNING, "step": first})
 
@@ -423,11 +474,25 @@ class RestoreService:
                               verification=report.to_dict(), finished_at=self.now()),
                       "request.succeeded", details)
 
+    def _delete_backup(self, request: ChangeRequest) -> Change[ChangeRequest] | Wait:
+        assert self.backups is not None, "deletions need the backup service"
+        backup = self.backups.delete_approved(str(request.extra["backup_id"]),
+                                              by=request.requester)
+        if backup.status == BackupStatus.DELETING:
+            return WAIT
+        if backup.status != BackupStatus.DELETED:
+            return self._failed(request, backup.error or f"`{backup.branch_name}` is "
+                                f"{backup.status.value}; it was not deleted.")
+        return Change(replace(request, state=RequestState.SUCCEEDED, step=Step.DONE,
+                              finished_at=self.now()),
+                      "request.succeeded", {"deleted_branch": backup.branch_name})
+
     def _failed(self, request: ChangeRequest, reason: str) -> Change[ChangeRequest]:
         """The one way a request fails. A restore whose branch may exist removes it first
         (step clean_up); a promotion keeps everything, since its preserved branch is the
         old state of production."""
-        made_branch = (request.plan.action != RequestAction.PROMOTE
+        made_branch = (request.plan.action in (RequestAction.RESTORE_POINT_IN_TIME,
+                                               RequestAction.RESTORE_FROM_BRANCH)
                        and request.state == RequestState.RUNNING
                        and request.step not in (Step.CREATE_BRANCH, Step.CLEAN_UP, None))
         if made_branch:

@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 
-from tests.e2e.conftest import ALICE, BOB, OPS_CHANNEL
-from tests.support.bot_process import audit_entries
+from tests.e2e.conftest import ALICE, BOB, MALLORY, OPS_CHANNEL
+from tests.support.bot_process import APPROVALS_CHANNEL, audit_entries
 from tests.support.fake_neon import FakeNeon
+from tests.support.restore_steps import ask, card, click
 from tests.support.waits import wait_for_card, wait_for_response
+
+APPROVE, CANCEL = "request.approve", "request.cancel"
 
 
 def ack_text(response: httpx.Response) -> str:
@@ -140,46 +143,66 @@ def test_deleting_a_branch_that_is_not_a_backup_is_refused(driver, neon, slack, 
     assert [e["action"] for e in recorded(bot_env)] == ["backup.delete_refused"]
 
 
-def test_deleting_a_backup_asks_for_confirmation_then_deletes_it(driver, neon, slack, bot_env):
+def test_deleting_a_backup_needs_a_second_person_then_deletes_it(driver, neon, slack,
+                                                                  bot_env):
     ack_text(driver.command("/backup", "now", user_id=ALICE, channel_id=OPS_CHANNEL))
     wait_for_card(slack, OPS_CHANNEL, "is ready")
     [branch] = backup_branches(neon)
-    url = slack.new_response_url()
-    driver.command("/backup", f"delete {branch['name']}", user_id=BOB, response_url=url)
-    question = wait_for_response(slack, url, "cannot be undone")
-    assert question["response_type"] == "ephemeral"
-    [confirm] = [e for block in question["blocks"] if block["type"] == "actions"
-                 for e in block["elements"] if e["action_id"] == "backup.delete.confirm"]
-    assert neon.branch_by_name(branch["name"]) is not None  # nothing deleted before the click
+    # Mallory is no approver: asking is all Mallory can do.
+    request_id = ask(driver, slack, f"delete {branch['name']}", MALLORY, command="/backup")
+    asked = card(slack, request_id, "cannot be undone")
+    assert "Deletion of a backup" in asked["text"]
+    assert neon.branch_by_name(branch["name"]) is not None  # nothing deleted by asking
+    own = click(driver, slack, APPROVE, request_id, MALLORY)  # the requester, no approver
+    assert "two-person rule" in wait_for_response(slack, own, "cannot approve")["text"]
+    assert neon.branch_by_name(branch["name"]) is not None
 
-    click_url = slack.new_response_url()
-    assert driver.click("backup.delete.confirm", confirm["value"], user_id=BOB,
-                        response_url=click_url).status_code == 200
-    wait_for_response(slack, click_url, "was deleted")
+    click(driver, slack, APPROVE, request_id, BOB)
+    done = card(slack, request_id, "done (approved by", timeout=60)
+    assert f"Backup `{branch['name']}` was deleted" in done["text"]
     assert neon.branch_by_name(branch["name"]) is None
     actions = [(e["action"], e["actor"]) for e in audit_entries(bot_env)]
-    assert ("backup.delete_confirmed", BOB) in actions
-    assert ("backup.deleted", BOB) in actions
+    assert ("request.created", MALLORY) in actions and ("request.approved", BOB) in actions
+    assert ("backup.deleted", MALLORY) in actions
 
-    # the same click again (a double click) deletes nothing more and says so
+    # the same click again (a double click) decides nothing more and says so
     again = slack.new_response_url()
-    driver.click("backup.delete.confirm", confirm["value"], user_id=BOB, response_url=again)
-    assert "cannot be deleted now" in wait_for_response(slack, again, "deleted")["text"]
+    driver.click(APPROVE, request_id, user_id=BOB, channel_id=APPROVALS_CHANNEL,
+                 message_ts=asked["ts"], response_url=again)
+    assert "already succeeded" in wait_for_response(slack, again, "already")["text"]
 
 
-def test_keep_it_deletes_nothing(driver, neon, slack, bot_env):
+def test_a_deletion_request_cancelled_deletes_nothing(driver, neon, slack, bot_env):
     ack_text(driver.command("/backup", "now", user_id=ALICE, channel_id=OPS_CHANNEL))
     wait_for_card(slack, OPS_CHANNEL, "is ready")
     [branch] = backup_branches(neon)
-    url = slack.new_response_url()
-    driver.command("/backup", f"delete {branch['name']}", user_id=ALICE, response_url=url)
-    question = wait_for_response(slack, url, "cannot be undone")
-    backup_id = question["blocks"][-1]["elements"][1]["value"]
-    click_url = slack.new_response_url()
-    driver.click("backup.delete.cancel", backup_id, user_id=ALICE, response_url=click_url)
-    wait_for_response(slack, click_url, "Kept")
+    request_id = ask(driver, slack, f"delete {branch['name']}", ALICE, command="/backup")
+    click(driver, slack, CANCEL, request_id, ALICE)
+    card(slack, request_id, "cancelled by")
     assert neon.branch_by_name(branch["name"]) is not None
-    assert "backup.delete_cancelled" in [e["action"] for e in audit_entries(bot_env)]
+    assert "request.cancelled" in [e["action"] for e in audit_entries(bot_env)]
+
+
+def test_a_click_whose_value_names_another_request_is_refused(driver, neon, slack, bot_env):
+    ack_text(driver.command("/backup", "now", user_id=ALICE, channel_id=OPS_CHANNEL))
+    wait_for_card(slack, OPS_CHANNEL, "is ready")
+    [branch] = backup_branches(neon)
+    first = ask(driver, slack, f"delete {branch['name']}", ALICE, command="/backup")
+    first_card = card(slack, first)
+    second = ask(driver, slack, f"from {branch['name']} roll back", ALICE)
+    # Approve on the second card, its value altered to name the first request.
+    second_card = card(slack, second)
+    url = slack.new_response_url()
+    driver.click(APPROVE, first, user_id=BOB, channel_id=APPROVALS_CHANNEL,
+                 message_ts=second_card["ts"], response_url=url)
+    told = wait_for_response(slack, url, "not on the card")
+    assert told["response_type"] == "ephemeral"
+    assert neon.branch_by_name(branch["name"]) is not None
+    assert "waiting for approval" in card(slack, first)["text"]
+    refusals = [e for e in audit_entries(bot_env)
+                if e["action"] == "request.refused" and e["subject"] == first]
+    assert len(refusals) == 1 and "not on the card" in refusals[0]["details"]["reason"]
+    assert first_card["ts"] != second_card["ts"]
 
 
 def test_a_protected_backup_is_not_deleted(driver, neon, slack):

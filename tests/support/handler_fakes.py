@@ -69,9 +69,13 @@ def command(text: str, user_id: str = ALICE, **extra: str) -> dict[str, Any]:
             **extra}
 
 
+CARD_TS = "1700000000.000100"  # the message the clicked buttons are on
+
+
 def click_body(action_id: str, value: Any, user_id: str = BOB) -> dict[str, Any]:
     return {"type": "block_actions", "user": {"id": user_id},
             "channel": {"id": APPROVALS},
+            "container": {"type": "message", "channel_id": APPROVALS, "message_ts": CARD_TS},
             "response_url": "https://hooks.slack.test/click",
             "actions": [{"action_id": action_id, "value": value, "type": "button"}]}
 

@@ -17,10 +17,11 @@ REQUEST_ID = re.compile(r"Request `([0-9a-f]{8})`")
 
 
 def ask(driver: SlackDriver, slack: FakeSlack, text: str, user_id: str,
-        channel_id: str = "C0OPS", timeout: float = 20) -> str:
-    """Type `/restore TEXT`; return the request id the bot answers with."""
+        channel_id: str = "C0OPS", timeout: float = 20, command: str = "/restore") -> str:
+    """Type `/restore TEXT` (or another command that makes a change request); return the
+    request id the bot answers with."""
     url = slack.new_response_url()
-    ack = driver.command("/restore", text, user_id=user_id, channel_id=channel_id,
+    ack = driver.command(command, text, user_id=user_id, channel_id=channel_id,
                          response_url=url)
     assert ack.status_code == 200, ack.text
     answer = wait_for_response(slack, url, "waiting for approval", timeout=timeout)
