@@ -51,6 +51,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.domain.cron import cron_weekdays, repeated_wall_time
 from bot.domain.durations import format_duration
+from bot.logs import log_context, new_job_id
 
 log = logging.getLogger("lifeguard.scheduler")
 
@@ -262,8 +263,9 @@ def run_job(name: str) -> None:
                 "job %s has no handler in this process; skipped", name)
         return
     started = time.monotonic()
-    handler()
-    log.info("job %s ran in %.2f s", name, time.monotonic() - started)
+    with log_context(job_id=new_job_id(), job=name):  # every line of the run carries it
+        handler()
+        log.info("job %s ran in %.2f s", name, time.monotonic() - started)
 
 
 def install_jobs(scheduler: BaseScheduler, jobs: Sequence[PlannedJob],

@@ -46,9 +46,6 @@ log = logging.getLogger("lifeguard.handlers.backup")
 NOTHING_DELETED = "nothing was deleted"
 BACKUP_RECORDED = ("the backup is recorded, and Lifeguard goes on with it by itself once it "
                    "can; `/backup list` shows where it stands")
-PRUNE_UNFINISHED = ("backups not deleted yet are kept; `/backup prune` shows the plan as it "
-                    "is now")
-
 
 def register(app: App) -> None:
     app.command(ids.BACKUP_COMMAND)(handle_backup_command)
@@ -103,16 +100,24 @@ def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
 
 
 def handle_prune_confirm(ack: Ack, body: dict[str, Any], respond: Respond,
-                         scheduled: ScheduledBackups, asker: Asker) -> None:
+                         scheduled: ScheduledBackups, restores: RestoreService,
+                         approvals_channel: str, asker: Asker) -> None:
+    """The plan shown becomes a change request: pruning deletes recovery points, so a
+    second person approves it on its card, like a restore."""
     clicked = click(body, PLAN_HASH, "the hash of a prune plan")
     asker.replace_original = True  # the answer takes the private plan's place
     asker.unchanged = NOTHING_DELETED
-    scheduled.confirm_prune(clicked.user_id, clicked.value)  # recorded before the ack
     ack()
-    respond(**health_blocks.prune_started())
-    asker.later(lambda: respond(**health_blocks.prune_outcome(
-        scheduled.execute_prune(clicked.user_id, clicked.value))),
-        "backup prune confirmed", unchanged=PRUNE_UNFINISHED)
+
+    def ask() -> None:
+        view = scheduled.current_plan(clicked.user_id, clicked.value)
+        request = restores.request_prune(
+            clicked.user_id, tuple(c.name for c in view.plan.delete), view.plan_hash,
+            channel_id=clicked.channel_id, response_url=None)
+        respond(**{**restore_cards.request_accepted(request, approvals_channel),
+                   "replace_original": True})
+
+    asker.later(ask, "backup prune asked")
 
 
 def handle_prune_cancel(ack: Ack, body: dict[str, Any], respond: Respond,

@@ -15,7 +15,7 @@ from bot.domain.health import Check, Level
 from bot.domain.requests import ACTION_TITLES, ChangeRequest
 from bot.services.alerts import Alert
 from bot.services.health import HealthReport
-from bot.services.scheduled_backups import PruneOutcome, PruneView
+from bot.services.scheduled_backups import PruneView
 from handlers import ids
 from handlers.blocks import Message, context, ephemeral, section, when
 from handlers.directory import SlackDirectory
@@ -136,32 +136,14 @@ def prune_plan(view: PruneView) -> Message:
         noun = "backup" if count == 1 else "backups"
         blocks.append({"type": "actions", "block_id": "backup.prune", "elements": [
             {"type": "button", "action_id": ids.PRUNE_CONFIRM, "style": "danger",
-             "text": {"type": "plain_text", "text": f"Delete {count} {noun}"},
+             "text": {"type": "plain_text",
+                      "text": f"Ask a second person to delete {count} {noun}"},
              "value": view.plan_hash},
             {"type": "button", "action_id": ids.PRUNE_CANCEL,
              "text": {"type": "plain_text", "text": "Cancel"}, "value": view.plan_hash},
         ]})
     blocks.insert(0, section(f":broom: {text}"))
     return ephemeral(text, blocks[:MAX_BLOCKS])
-
-
-def prune_started() -> Message:
-    return {**ephemeral(":hourglass_flowing_sand: Checking the plan again and deleting the "
-                        "backups it lists…"), "replace_original": True}
-
-
-def prune_outcome(outcome: PruneOutcome) -> Message:
-    parts = [f":wastebasket: Deleted {len(outcome.deleted)} backup(s)"
-             + (": " + ", ".join(f"`{n}`" for n in outcome.deleted) if outcome.deleted
-                else "") + "."]
-    if outcome.pending:
-        parts.append("Neon is still deleting " + ", ".join(f"`{n}`" for n in outcome.pending)
-                     + "; Lifeguard finishes it.")
-    if outcome.failed:
-        parts.append(":x: Not deleted: " + "; ".join(f"`{n}`: {w}"
-                                                      for n, w in outcome.failed))
-    parts.append(f"Kept {len(outcome.view.plan.keep)}.")
-    return {**ephemeral(" ".join(parts)), "replace_original": True}
 
 
 def prune_cancelled() -> Message:

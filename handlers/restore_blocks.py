@@ -46,6 +46,11 @@ def _what(request: ChangeRequest) -> str:
     if plan.action == RequestAction.DELETE_BACKUP:
         return (f"Delete backup `{plan.source_branch_name}` from Neon. It is a recovery point: "
                 "this cannot be undone")
+    if plan.action == RequestAction.PRUNE_BACKUPS:
+        shown = ", ".join(f"`{name}`" for name in plan.branches[:20])
+        more = f" and {len(plan.branches) - 20} more" if len(plan.branches) > 20 else ""
+        return (f"Delete the {len(plan.branches)} backup(s) the retention policy no longer "
+                f"keeps: {shown}{more}. They are recovery points: this cannot be undone")
     return (f"Restore the live branch `{plan.target_branch_name}` in place from "
             f"`{plan.source_branch_name}`; its current state is kept as "
             f"`{plan.preserve_under_name}`. Connection strings do not change.")
@@ -84,6 +89,8 @@ def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
     if request.state == RequestState.SUCCEEDED:
         if plan.action == RequestAction.DELETE_BACKUP:
             blocks.append(section(f"Backup `{plan.source_branch_name}` was deleted."))
+        elif plan.action == RequestAction.PRUNE_BACKUPS:
+            blocks.append(section(f"{len(plan.branches)} backup(s) were deleted."))
         elif plan.action == RequestAction.PROMOTE:
             blocks.append(section(
                 f"`{plan.target_branch_name}` now holds `{plan.source_branch_name}`'s data; "

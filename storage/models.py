@@ -268,6 +268,8 @@ class ChangeRequestRow(SQLModel, table=True):
     instant: datetime | None = Field(default=None, sa_column=Column("instant", UTCDateTime()))
     preserve_under_name: str | None = Field(
         default=None, sa_column=Column("preserve_under_name", String()))
+    branches: tuple[str, ...] = Field(default=(), sa_column=Column(
+        "branches", JsonTuple(), nullable=False))
     plan_hash: str = Field(sa_column=Column("plan_hash", String(HASH_LENGTH), nullable=False))
     reason: str = Field(sa_column=Column("reason", Text(), nullable=False))
     required_approvals: int = Field(sa_column=Column("required_approvals", Integer(),

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from unittest.mock import Mock
 
 import pytest
 
 from bot.domain.backups import BackupStatus
 from bot.domain.errors import Conflict, NotAllowed
+from bot.domain.retention import PruneCandidate, PrunePlan, RetentionPolicy
 from bot.services.backups import BackupService, Listing
 from bot.services.drills import DrillService
 from bot.services.health import HealthService
 from bot.services.restores import RestoreService
-from bot.services.scheduled_backups import ScheduledBackups
+from bot.services.scheduled_backups import PruneView, ScheduledBackups
 from handlers import backup, drill
 from handlers.payloads import MalformedPayload
 from tests.support.handler_fakes import (
@@ -20,6 +22,7 @@ from tests.support.handler_fakes import (
     ALICE,
     APPROVALS,
     BOB,
+    T0,
     RecordingAsker,
     Said,
     click_body,
@@ -109,16 +112,32 @@ def test_the_prune_plan_failing_says_nothing_was_deleted(backups, scheduled):
     assert "error id" in told and "nothing was deleted" in told
 
 
-def test_a_prune_failing_after_the_ack_says_what_is_kept(scheduled):
-    scheduled.execute_prune.side_effect = RuntimeError("store down")
+def test_a_confirmed_prune_plan_becomes_a_change_request(scheduled):
+    restores = Mock(spec=RestoreService)
+    restores.request_prune.return_value = make_request()
+    old = PruneCandidate("backup-20251201-030000", T0 - timedelta(days=43), True, False, False)
+    scheduled.current_plan.return_value = PruneView(
+        PrunePlan(keep=(), delete=(old,), reasons={}), PLAN_HASH, RetentionPolicy(7, 4, 12),
+        "UTC")
     ack, respond, asker = Said(), Said(), RecordingAsker("block_actions", BOB)
     backup.handle_prune_confirm(ack, click_body("backup.prune.confirm", PLAN_HASH), respond,
-                                scheduled, asker)
-    scheduled.confirm_prune.assert_called_once_with(BOB, PLAN_HASH)
-    assert "Checking the plan again" in respond.texts[0]
+                                scheduled, restores, APPROVALS, asker)
+    assert ack.calls == [{}]
+    scheduled.current_plan.assert_called_once_with(BOB, PLAN_HASH)
+    restores.request_prune.assert_called_once_with(
+        BOB, ("backup-20251201-030000",), PLAN_HASH, channel_id="C0APPROVALS",
+        response_url=None)
+    assert "waiting for approval" in respond.texts[0]
+
+
+def test_a_prune_request_failing_after_the_ack_says_nothing_was_deleted(scheduled):
+    scheduled.current_plan.side_effect = RuntimeError("store down")
+    ack, respond, asker = Said(), Said(), RecordingAsker("block_actions", BOB)
+    backup.handle_prune_confirm(ack, click_body("backup.prune.confirm", PLAN_HASH), respond,
+                                scheduled, Mock(spec=RestoreService), APPROVALS, asker)
     [told] = asker.told
-    assert "error id" in told["text"] and "not deleted yet are kept" in told["text"]
-    assert told["replace_original"] is True  # takes the place of "Checking the plan…"
+    assert "error id" in told["text"] and "nothing was deleted" in told["text"]
+    assert told["replace_original"] is True  # takes the place of the private plan
 
 
 @pytest.mark.parametrize("value", ["short", 42, "zz" * 32])

@@ -499,19 +499,14 @@ def test_prune_deletes_only_what_the_policy_drops_and_only_lifeguard_backups(
     assert view.plan.reasons[guarded.branch_name] == "protected"
     assert view.plan.reasons[stranger.name] == "not a Lifeguard backup"
     assert "main" not in view.plan.reasons  # not a backup at all: not a candidate
+    assert {b.branch_name for b in keep} <= {c.name for c in view.plan.keep}
 
     with pytest.raises(Conflict):
-        scheduled.execute_prune("U0BOB", "0" * 64)  # a plan nobody was shown
-    assert neon.deleted == []
-    scheduled.confirm_prune("U0BOB", view.plan_hash)
-    outcome = scheduled.execute_prune("U0BOB", view.plan_hash)
-    assert sorted(outcome.deleted) == sorted(b.branch_name for b in drop)
-    assert sorted(neon.deleted) == sorted(b.branch_name for b in drop)
-    assert all(sqlite_store.backups.get(b.id).status == BackupStatus.READY for b in keep)
+        scheduled.current_plan("U0BOB", "0" * 64)  # a plan nobody was shown
+    assert scheduled.current_plan("U0BOB", view.plan_hash) == view  # what a request names
+    assert neon.deleted == []  # planning and asking delete nothing
     actions = [e.action for e in sqlite_store.entries() if e.subject == "prune"]
-    assert actions == ["prune.planned", "prune.refused", "prune.confirmed", "prune.finished"]
-    deleted = [e for e in sqlite_store.entries() if e.action == "backup.deleted"]
-    assert {e.actor for e in deleted} == {"U0BOB"}
+    assert actions == ["prune.planned", "prune.refused"]
 
 
 def test_a_plan_that_changed_since_it_was_shown_is_refused(scheduled, sqlite_store, neon):
@@ -520,7 +515,7 @@ def test_a_plan_that_changed_since_it_was_shown_is_refused(scheduled, sqlite_sto
     view = scheduled.show_prune("U0BOB")
     recorded_backup(sqlite_store, neon, timedelta(hours=1))  # a new backup moves the plan
     with pytest.raises(Conflict, match="changed since this plan was shown"):
-        scheduled.execute_prune("U0BOB", view.plan_hash)
+        scheduled.current_plan("U0BOB", view.plan_hash)
     assert neon.deleted == []
 
 

@@ -54,6 +54,7 @@ class RequestAction(StrEnum):
     RESTORE_FROM_BRANCH = "restore_from_branch"  # restore branch from a backup branch
     PROMOTE = "promote"  # the default branch restored in place from a restore/backup branch
     DELETE_BACKUP = "delete_backup"  # a backup branch deleted (it is a recovery point)
+    PRUNE_BACKUPS = "prune_backups"  # the backups the retention policy no longer keeps
 
 
 ACTION_TITLES = {
@@ -61,6 +62,7 @@ ACTION_TITLES = {
     RequestAction.RESTORE_FROM_BRANCH: "Restore from a backup",
     RequestAction.PROMOTE: "Promotion to the live branch",
     RequestAction.DELETE_BACKUP: "Deletion of a backup",
+    RequestAction.PRUNE_BACKUPS: "Pruning of backups",
 }
 
 
@@ -73,7 +75,7 @@ class Step(StrEnum):
     WAIT_PROMOTION = "wait_promotion"
     VERIFY = "verify"
     CLEAN_UP = "clean_up"  # a restore that failed removes the branch it made
-    DELETE_BACKUP = "delete_backup"  # deletion: the backup branch is deleted
+    DELETE_BACKUP = "delete_backup"  # deletion and pruning: the backup branches are deleted
     DONE = "done"
 
 
@@ -96,6 +98,7 @@ class Plan:
     target_branch_id: str | None = None  # promotion: the default branch's id
     instant: datetime | None = None  # point in time of the source, if any
     preserve_under_name: str | None = None  # promotion: where the replaced state is kept
+    branches: tuple[str, ...] = ()  # pruning: every backup branch it deletes
 
     def hash(self) -> str:
         body = {
@@ -109,6 +112,8 @@ class Plan:
             "instant": _instant_text(self.instant),
             "preserve_under_name": self.preserve_under_name,
         }
+        if self.branches:  # only then, so the hashes of plans without it stay as they were
+            body["branches"] = list(self.branches)
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -196,6 +196,8 @@ def request_failure(request: ChangeRequest) -> Alert:
                  f"it was at {instant}")
     elif plan.action == RequestAction.DELETE_BACKUP:
         tried = f"Deleting backup `{plan.source_branch_name}`"
+    elif plan.action == RequestAction.PRUNE_BACKUPS:
+        tried = f"Deleting {len(plan.branches)} backup(s) the retention policy no longer keeps"
     else:
         tried = f"Creating `{plan.target_branch_name}` from backup `{plan.source_branch_name}`"
     step = request.step.value.replace("_", " ") if request.step else "start"
@@ -211,9 +213,9 @@ def request_failure(request: ChangeRequest) -> Alert:
     elif plan.action == RequestAction.PROMOTE:
         next_step = (f"The live branch was not changed. {log_hint} Fix the cause, then ask "
                      "again with `/restore promote`.")
-    elif plan.action == RequestAction.DELETE_BACKUP:
-        next_step = (f"The backup `{plan.source_branch_name}` was not deleted. {log_hint} Fix "
-                     "the cause, then ask again with `/backup delete`.")
+    elif plan.action in (RequestAction.DELETE_BACKUP, RequestAction.PRUNE_BACKUPS):
+        next_step = (f"What was not deleted is kept (the error says which). {log_hint} Fix "
+                     "the cause, then ask again with `/backup delete` or `/backup prune`.")
     elif request.step == Step.VERIFY:
         next_step = (f"Production was not changed. The restored branch "
                      f"`{plan.target_branch_name}` is kept so it can be inspected; do not "

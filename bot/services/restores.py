@@ -233,6 +233,24 @@ class RestoreService:
         return self._record(new_request_id(), plan, reason, channel_id, response_url,
                             {"backup_id": backup.id})
 
+    def request_prune(self, user_id: str, branch_names: tuple[str, ...], plan_hash: str, *,
+                      channel_id: str | None, response_url: str | None) -> ChangeRequest:
+        """The backups a retention plan would delete, as one change request: a second
+        person approves deleting recovery points, however many."""
+        self._check_approvers_configured()
+        assert self.backups is not None, "pruning needs the backup service"
+        if not branch_names:
+            raise NotAllowed("The retention policy keeps every backup: there is nothing to "
+                             "prune.")
+        backups = [self.backups.prepare_delete(user_id, name) for name in branch_names]
+        plan = Plan(action=RequestAction.PRUNE_BACKUPS, project_id=self.project_id,
+                    requester=user_id, source_branch_id=plan_hash,
+                    source_branch_name="the retention plan",
+                    target_branch_name=f"{len(backups)} backup(s)",
+                    branches=tuple(b.branch_name for b in backups))
+        return self._record(new_request_id(), plan, "", channel_id, response_url,
+                            {"backup_ids": [b.id for b in backups], "plan_hash": plan_hash})
+
     def _named_branch(self, name: str) -> Branch:
         branch = self._neon(lambda: self.neon.find_branch_by_name(name))
         if branch is None:
@@ -387,8 +405,9 @@ class RestoreService:
 
     def _start(self, request: ChangeRequest) -> Change[ChangeRequest]:
         first = {RequestAction.PROMOTE: Step.PROMOTE,
-                 RequestAction.DELETE_BACKUP: Step.DELETE_BACKUP}.get(request.plan.action,
-                                                                       Step.CREATE_BRANCH)
+                 RequestAction.DELETE_BACKUP: Step.DELETE_BACKUP,
+                 RequestAction.PRUNE_BACKUPS: Step.DELETE_BACKUP}.get(request.plan.action,
+                                                                      Step.CREATE_BRANCH)
         return Change(replace(request, state=RequestState.RUNNING, step=first),
                       "request.started", {"state": RequestState.RUNNING, "step": first})
 
@@ -475,17 +494,21 @@ class RestoreService:
                       "request.succeeded", details)
 
     def _delete_backup(self, request: ChangeRequest) -> Change[ChangeRequest] | Wait:
+        """Delete the approved backup(s); each deletion is idempotent, so a crash or a
+        slow Neon only means asking again."""
         assert self.backups is not None, "deletions need the backup service"
-        backup = self.backups.delete_approved(str(request.extra["backup_id"]),
-                                              by=request.requester)
-        if backup.status == BackupStatus.DELETING:
+        ids = request.extra.get("backup_ids") or [request.extra["backup_id"]]
+        backups = [self.backups.delete_approved(str(i), by=request.requester) for i in ids]
+        if any(b.status == BackupStatus.DELETING for b in backups):
             return WAIT
-        if backup.status != BackupStatus.DELETED:
-            return self._failed(request, backup.error or f"`{backup.branch_name}` is "
-                                f"{backup.status.value}; it was not deleted.")
+        kept = [b for b in backups if b.status != BackupStatus.DELETED]
+        if kept:
+            return self._failed(request, "Not deleted: " + "; ".join(
+                f"`{b.branch_name}` ({b.error or b.status.value})" for b in kept)
+                + f". Deleted: {len(backups) - len(kept)} of {len(backups)}.")
         return Change(replace(request, state=RequestState.SUCCEEDED, step=Step.DONE,
                               finished_at=self.now()),
-                      "request.succeeded", {"deleted_branch": backup.branch_name})
+                      "request.succeeded", {"deleted": [b.branch_name for b in backups]})
 
     def _failed(self, request: ChangeRequest, reason: str) -> Change[ChangeRequest]:
         """The one way a request fails. A restore whose branch may exist removes it first

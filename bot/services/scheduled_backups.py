@@ -151,21 +151,17 @@ class ScheduledBackups:
             "keep": len(view.plan.keep)}))
         return view
 
-    def confirm_prune(self, user_id: str, plan_hash: str) -> None:
-        """Record the click (before Slack is acknowledged); `execute_prune` carries it out."""
-        self.audit.append(AuditEvent(user_id, "prune.confirmed", PRUNE_SUBJECT,
-                                     {"plan_hash": plan_hash}))
-
-    def execute_prune(self, user_id: str, plan_hash: str) -> PruneOutcome:
-        """Plan again; delete only if the plan is still the one that was shown."""
+    def current_plan(self, user_id: str, plan_hash: str) -> PruneView:
+        """Plan again: the plan shown (`plan_hash`), or Conflict when the backups changed
+        since it was shown (nothing is asked for then)."""
         view = self.plan()
         if view.plan_hash != plan_hash:
             self.audit.append(AuditEvent(user_id, "prune.refused", PRUNE_SUBJECT, {
                 "shown_hash": plan_hash, "current_hash": view.plan_hash}))
             raise Conflict("The backups changed since this plan was shown (a backup was "
-                           "taken, deleted or protected), so nothing was deleted. Run "
+                           "taken, deleted or protected), so nothing was asked for. Run "
                            "`/backup prune` again to see the plan as it is now.")
-        return self._delete(user_id, view)
+        return view
 
     def cancel_prune(self, user_id: str, plan_hash: str) -> None:
         self.audit.append(AuditEvent(user_id, "prune.cancelled", PRUNE_SUBJECT,

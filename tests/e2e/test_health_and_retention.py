@@ -325,7 +325,7 @@ def test_alerts_go_out_once_per_change_of_state_and_the_digest_daily(
     assert NEVER in text and "next" in text
 
 
-def test_prune_shows_the_plan_and_deletes_only_after_confirmation(
+def test_prune_shows_the_plan_and_deletes_only_after_a_second_person_approves(
         driver, neon, slack, store, bot_env):
     taken: list[Backup] = []
     for _ in range(5):
@@ -367,7 +367,7 @@ def test_prune_shows_the_plan_and_deletes_only_after_confirmation(
     assert re.search(rf"{today.branch_name}` · .*?_daily \d{{4}}-\d\d-\d\d_", text)
     assert re.search(rf"{old5.branch_name}` · .*?_protected_", text)
     assert re.search(r"backup-20200101-000000` · .*?_not a Lifeguard backup_", text)
-    assert "Delete 2 backups" in str(plan["blocks"])
+    assert "Ask a second person to delete 2 backups" in str(plan["blocks"])
     assert deletes() == []  # nothing before a confirmation
 
     assert "Nothing was deleted" in click("backup.prune.cancel", plan_hash, plan,
@@ -378,13 +378,23 @@ def test_prune_shows_the_plan_and_deletes_only_after_confirmation(
     plan, plan_hash = show()
     newer = take_backup(driver, store, 5)  # today's newest now; `today` becomes deletable
     refused = click("backup.prune.confirm", plan_hash, plan, "changed since")
-    assert "nothing was deleted" in refused["text"]
+    assert "nothing was asked for" in refused["text"]
     assert deletes() == []
 
     plan, plan_hash = show()
     assert plan["text"] == "Pruning would delete 3 backup(s) and keep 4."
-    done = click("backup.prune.confirm", plan_hash, plan, "Deleted")
-    assert done["text"].startswith(":wastebasket: Deleted 3 backup(s)")
+    asked = click("backup.prune.confirm", plan_hash, plan, "waiting for approval")
+    request_id = re.search(r"Request `([0-9a-f]{8})`", asked["text"]).group(1)
+    assert "3 backup(s) the retention policy no longer keeps" in card(slack, request_id)["text"]
+    assert deletes() == []  # nothing before a second person approves
+    own = slack.new_response_url()
+    driver.click("request.approve", request_id, user_id=BOB, channel_id=APPROVALS_CHANNEL,
+                 response_url=own)
+    assert "two-person rule" in wait_for_response(slack, own, "cannot approve")["text"]
+    assert deletes() == []
+    driver.click("request.approve", request_id, user_id=CAROL, channel_id=APPROVALS_CHANNEL)
+    assert "3 backup(s) were deleted" in card(slack, request_id, "done (approved by",
+                                              timeout=60)["text"]
     remaining = {b["name"] for b in neon.branches()}
     assert remaining == {"main", newer.branch_name, yesterday.branch_name, old5.branch_name,
                          "backup-20200101-000000"}
@@ -395,8 +405,9 @@ def test_prune_shows_the_plan_and_deletes_only_after_confirmation(
         [today.branch_name, old3.branch_name, old4.branch_name])
     assert {e["actor"] for e in entries if e["action"] == "backup.deleted"} == {BOB}
     assert [e["action"] for e in entries if e["subject"] == "prune"] == [
-        "prune.planned", "prune.cancelled", "prune.planned", "prune.confirmed",
-        "prune.refused", "prune.planned", "prune.confirmed", "prune.finished"]
+        "prune.planned", "prune.cancelled", "prune.planned", "prune.refused", "prune.planned"]
+    assert ("request.approved", CAROL) in [(e["action"], e["actor"]) for e in entries
+                                           if e["subject"] == request_id]
 
 
 def test_the_scheduled_prune_keeps_what_the_policy_keeps(driver, neon, slack, store, bot_env):
