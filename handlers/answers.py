@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from bot.domain.errors import LifeguardError
@@ -145,6 +146,9 @@ class Asker:
             else:
                 log.warning("nobody to answer for a %s; it would have said: %s", self.kind,
                             text)
+        except (OSError, SlackApiError) as error:  # Slack could not be reached: no bug
+            log.warning("could not answer %s privately (%s: %s); it would have said: %s",
+                        self.user_id, type(error).__name__, error, text)
         except Exception:
             log.exception("could not answer %s privately; it would have said: %s",
                           self.user_id, text)

@@ -80,6 +80,9 @@ def user_of(value: object, what: str) -> str:
     return value
 
 
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not tab or newline
+
+
 def _text(value: object, what: str, limit: int = MAX_TEXT) -> str:
     if value is None:
         return ""
@@ -87,6 +90,11 @@ def _text(value: object, what: str, limit: int = MAX_TEXT) -> str:
         raise MalformedPayload(f"{what} is not text")
     if len(value) > limit:
         raise MalformedPayload(f"{what} is longer than {limit} characters")
+    control = CONTROL_CHARACTER.search(value)
+    if control is not None:  # NUL and the like cannot be kept in the audit trail
+        raise InvalidInput(f"{what[0].upper()}{what[1:]} holds a control character "
+                           f"(U+{ord(control.group()):04X}), which Lifeguard does not accept; "
+                           "type it again without it.")
     return value
 
 

@@ -26,7 +26,7 @@ STEP_TEXT = {
     Step.PROMOTE: ":hourglass_flowing_sand: restoring the live branch in place…",
     Step.WAIT_PROMOTION: ":hourglass_flowing_sand: Neon is restoring the live branch…",
     Step.VERIFY: ":mag: verifying tables and row counts…",
-    Step.CLEAN_UP: ":broom: it failed; removing the restore branch it made…",
+    Step.CLEAN_UP: ":broom: the restore cannot go on; removing the branch it made…",
     Step.DELETE_BACKUP: ":wastebasket: deleting the backup branch…",
 }
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bot.domain.errors import InvalidInput
 from handlers.payloads import (
     PLAN_HASH,
     MalformedPayload,
@@ -110,3 +111,13 @@ def test_an_event_names_its_user() -> None:
     assert event_user({"user": ALICE}) == ALICE
     with pytest.raises(MalformedPayload):
         event_user({"user": {"id": ALICE}})
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\x7f"])
+def test_a_control_character_in_typed_text_is_refused_saying_which(character: str) -> None:
+    with pytest.raises(InvalidInput, match=f"U\\+{ord(character):04X}"):
+        slash_command(command(f"now before{character}migration"))
+
+
+def test_tabs_and_newlines_are_ordinary_text() -> None:
+    assert slash_command(command("now line one\n\tline two")).text == "now line one\n\tline two"

@@ -10,6 +10,7 @@ first; a promotion looks for its preserved branch), so a crash resumes where it 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -44,6 +45,7 @@ from bot.services.work import SYSTEM, WAIT, Change, Engine, Kind, Wait
 
 log = logging.getLogger("lifeguard.restores")
 
+CARD_WAIT_TRIES, CARD_WAIT_SECONDS = 10, 0.1  # at most 1 s, within Slack's 3 s for an ack
 WAIT_CHUNK_SECONDS = 5.0
 RUN_DEADLINE = timedelta(minutes=30)
 
@@ -330,10 +332,10 @@ class RestoreService:
         so the loser of a double click sees why (e.g. "you already approved"). A click
         decides only the request its card showed (`shown_on`: the message clicked)."""
         for _ in range(5):
-            request = self.get(request_id)
+            request = self._with_card(request_id, shown_on)
             try:
+                decided, event = decide(request)  # a closed request says so first
                 _check_shown_on(request, shown_on)
-                decided, event = decide(request)
             except NotAllowed as refusal:  # refused clicks are part of the story too
                 self.store.append(AuditEvent(user_id, "request.refused", request.id,
                                              {"reason": str(refusal)}))
@@ -343,6 +345,17 @@ class RestoreService:
                 return self.work.show(updated)
         raise Conflict(f"Request {request_id} is being changed by others right now; "
                        "look at its card and try again.")
+
+    def _with_card(self, request_id: str, shown_on: MessageRef | None) -> ChangeRequest:
+        """The request; for a click, once the place of its card is stored (a click can
+        reach us in the moment between posting the card and storing where it went)."""
+        request = self.get(request_id)
+        for _ in range(CARD_WAIT_TRIES):
+            if shown_on is None or request.card_ts is not None:
+                break
+            time.sleep(CARD_WAIT_SECONDS)
+            request = self.get(request_id)
+        return request
 
     def get(self, request_id: str) -> ChangeRequest:
         request = self.store.requests.get(request_id.strip().lower())

@@ -96,6 +96,16 @@ def tampered_payload(rng: random.Random) -> dict[str, Any]:
     return payload
 
 
+def answerable(payload: dict[str, Any]) -> bool:
+    """Whether the payload has Slack's envelope (a kind, the user as an object with an id,
+    the channel as an object): only then can anyone be answered. Bolt itself cannot read
+    an envelope of another shape, and the bot answers it 400, never 5xx."""
+    user = payload.get("user")
+    return ("type" in payload and isinstance(user, dict)
+            and isinstance(user.get("id"), str) and bool(user["id"])
+            and isinstance(payload.get("channel", {}), dict | None))
+
+
 def test_fuzzed_commands_and_payloads_are_all_answered_and_change_nothing(
         driver, neon, slack, bot):
     rng = random.Random(SEED)
@@ -115,27 +125,36 @@ def test_fuzzed_commands_and_payloads_are_all_answered_and_change_nothing(
                                       response_url=url)
             answered_inline = bool(response.content.strip())
             if not answered_inline:
-                awaiting.append((command, text, url))
+                awaiting.append((command, text, url, driver.last_trigger_id))
         else:
             payload = tampered_payload(rng)
             response = driver._post_form({"payload": json.dumps(payload)}, sign=True,
                                          timestamp=None, secret=None, retry_num=None,
                                          retry_reason=None)
         took = time.monotonic() - before
-        if response.status_code != 200:
-            errors.append((response.status_code, response.text[:200]))
+        # A body no person can be answered for (no kind, no user who clicked) gets 400;
+        # everything else is answered with 200 and a private message.
+        allowed = (200, 400) if index >= TEXTS and not answerable(payload) else (200,)
+        if response.status_code not in allowed:
+            errors.append((response.status_code, response.text[:200],
+                           json.dumps(payload)[:400] if index >= TEXTS else text))
         if took > ANSWER_GOAL_SECONDS:
             slow.append(took)
         if "Traceback" in response.text:
             errors.append(("traceback", response.text[:200]))
 
     # Commands answered later (after ":mag: Checking…" or a deferred ack) must be answered.
+    # (`/restore` alone is answered with a form: views.open with the command's trigger.)
+    def answered(url: str, trigger_id: str) -> bool:
+        return bool(slack.responses(url)) or any(
+            call.args.get("trigger_id") == trigger_id for call in slack.calls_to("views.open"))
+
     deadline = time.monotonic() + 60
     unanswered = list(awaiting)
     while unanswered and time.monotonic() < deadline:
-        unanswered = [(c, t, url) for c, t, url in unanswered if not slack.responses(url)]
+        unanswered = [item for item in unanswered if not answered(item[2], item[3])]
         time.sleep(0.5)
-    later = [body for _, _, url in awaiting for body in slack.responses(url)]
+    later = [body for _, _, url, _ in awaiting for body in slack.responses(url)]
     log = bot.log()
     print(f"\nfuzz: {sent} requests ({min(sent, TEXTS)} commands, "
           f"{max(0, sent - TEXTS)} payloads) in {time.monotonic() - started:.0f} s; "
@@ -144,11 +163,11 @@ def test_fuzzed_commands_and_payloads_are_all_answered_and_change_nothing(
           f"{len(neon.mutations())} Neon mutations, "
           f"{log.count('Traceback')} tracebacks in the log")
     assert sent >= 2000
-    assert errors == []
+    assert errors == [], sorted({str(e)[:160] for e in errors})[:15]
     assert slow == []
-    assert unanswered == []
+    assert unanswered == [], unanswered[:10]
     assert not any("Traceback" in json.dumps(body) for body in later)
     assert neon.mutations() == []
-    assert "Traceback" not in log, log[log.index("Traceback") - 500:][:3000]
+    assert "Traceback" not in log, log[max(0, log.index("Traceback") - 1500):][:4000]
     assert slack.messages(OPS_CHANNEL) == [] or all(
         "<!channel>" not in m.get("text", "") for m in slack.messages(OPS_CHANNEL))
