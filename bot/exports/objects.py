@@ -58,8 +58,8 @@ def parse_store_url(url: str) -> tuple[str, str]:
 
 def part_size_for(number: int, base: int = PART_SIZE) -> int:
     """The size of part `number` (from 1). Parts grow late so that S3's 10,000 parts hold
-    a large export (8 MiB parts: 40 GiB at the base size, 152 GiB in all) while memory,
-    which holds two parts, stays at 16 MiB for any export under 40 GiB."""
+    a large export (8 MiB parts: 39 GiB at the base size, 148 GiB in all) while memory,
+    which holds two parts, stays at 16 MiB for any export under 39 GiB."""
     if number <= 5000:
         return base
     return base * 2 if number <= 8000 else base * 4

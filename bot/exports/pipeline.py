@@ -309,6 +309,8 @@ class _Digesting:
         return True
 
     def write(self, data: bytes) -> int:
+        if self.error is not None:  # pyrage flushes again after a failure: say it once
+            raise self.error
         try:
             self.sink.write(data)
         except BaseException as error:
@@ -413,6 +415,8 @@ class _ToChild:
         return True
 
     def write(self, data: bytes) -> int:
+        if self.error is not None:  # pyrage flushes again after a failure: say it once
+            raise self.error
         try:
             self._decompressor.write(data)
         except BaseException as error:
