@@ -524,3 +524,36 @@ def test_bad_keys_are_refused_before_pg_dump_starts(source, tools, tmp_path):
         verify(io.BytesIO(b""), name="a", expected_sha256="0" * 64, expected_size=0,
                identity=not_an_identity, tools=tools)
     assert "NOTAKEY" not in str(refused.value)
+
+
+class BreaksAfter:
+    """A stored object whose connection drops after `limit` bytes."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self.stream = io.BytesIO(data)
+        self.limit = limit
+
+    def read(self, size: int = -1) -> bytes:
+        if self.stream.tell() >= self.limit:
+            raise ObjectStoreError("cannot reach the object store", "unreachable")
+        return self.stream.read(min(size, self.limit - self.stream.tell()))
+
+
+def test_a_read_that_breaks_is_the_stores_error_not_a_bad_file(exported, keys, tools):
+    client = exported.s3.client()
+    data = client.get_object(Bucket=exported.bucket,
+                             Key=f"lifeguard/{exported.folder}{exported.file}")["Body"].read()
+    with pytest.raises(ObjectStoreError, match="cannot reach") as failed:
+        verify(BreaksAfter(data, len(data) // 2), name=exported.file,
+               expected_sha256=exported.result.sha256, expected_size=exported.result.size,
+               identity=keys.identity_files[0], tools=tools)
+    assert failed.value.reason == "unreachable"
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit()
+                and b"pg_restore" in _cmdline(pid) and b"/dev/null" in _cmdline(pid)]
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -13,6 +13,7 @@ child gets the URI without it, and the password in its PGPASSWORD environment va
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -42,9 +43,15 @@ from bot.domain.exports import (
 )
 from bot.exports.tools import PgTools
 
-COMPRESSION_LEVEL = 3  # zstd's default: most of the gain for a fraction of the time
+# zstd level 1: on pg_dump's output it compresses about as well as the default 3 (better,
+# on the bench's data) at a good part of the CPU, which the database server and pg_dump
+# share with this process (tests/bench/test_export_pipeline.py).
+COMPRESSION_LEVEL = 1
 PROGRESS_EVERY = 1024 * 1024
-_READ_SIZE = 1024 * 1024  # bytes asked of a source (pg_dump's pipe, an object) at a time
+_READ_SIZE = 256 * 1024  # bytes asked of a source (pg_dump's pipe, an object) at a time
+# A pipe of 1 MiB (Linux's default ceiling for it) lets pg_dump write on while this
+# process compresses what it read, rather than each waiting for the other.
+_PIPE_SIZE = 1024 * 1024
 _STDERR_KEPT = 64 * 1024
 
 Progress = Callable[[int], None]
@@ -179,6 +186,11 @@ def _ended(process: subprocess.Popen[bytes], program: str, stderr: _Stderr) -> s
             name = f"signal {-code}"
         return f"{program} was killed ({name})" + (f": {line}" if line else "")
     return f"{program} exited with code {code}" + (f": {line}" if line else "")
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    with suppress(OSError, AttributeError):  # not Linux, or a lower ceiling: as it is
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -348,6 +360,7 @@ def dump(uri: str, database: str, *, snapshot_id: str, recipients: Sequence[str]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=_child_environment(password))
     assert process.stdout is not None and process.stderr is not None
+    _widen(process.stdout)
     stderr = _Stderr(process.stderr, password)
     stderr.start()
     digesting = _Digesting(sink, progress)
@@ -386,12 +399,17 @@ class _Hashing:
         self.source = source
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.error: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size if size and size > 0 else _READ_SIZE)
+        try:
+            data = self.source.read(size if size and size > 0 else _READ_SIZE)
+        except BaseException as error:
+            self.error = error  # the store's, which pyrage would reword
+            raise
         self.sha256.update(data)
         self.size += len(data)
         return data
@@ -439,6 +457,7 @@ def _into_child(source: Source, identities: list[pyrage.x25519.Identity],
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, env=_child_environment(password))
     assert process.stdin is not None and process.stderr is not None
+    _widen(process.stdin)
     stderr = _Stderr(process.stderr, password)
     stderr.start()
     to_child = _ToChild(process.stdin)
@@ -453,6 +472,9 @@ def _into_child(source: Source, identities: list[pyrage.x25519.Identity],
     finally:
         with suppress(OSError):
             process.stdin.close()
+    if hashing.error is not None:  # the object could not be read: that is the news
+        _stop(process)
+        raise hashing.error
     child_problem = _ended(process, Path(argv[0]).name, stderr)
     hashing.drain()
     return hashing, stream_problem, child_problem, stderr
