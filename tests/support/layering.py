@@ -28,6 +28,7 @@ PACKAGES = ("bot", "handlers", "storage")
 STANDARD_LIBRARY = frozenset(sys.stdlib_module_names)
 NEON_LIBRARIES = frozenset({"httpx", "tenacity", "pydantic", "pydantic_core"})
 DATABASE_LIBRARIES = frozenset({"sqlalchemy", "sqlmodel", "alembic", "psycopg"})
+EXPORT_LIBRARIES = frozenset({"boto3", "botocore", "pyrage", "zstandard", "psycopg"})
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,20 @@ RULES = (
          and not within(importer, "bot.app", "bot.neon"),
          allows=lambda _, target: not within(target, "storage", "handlers", "bot.neon.client")
          and target != "bot.neon"),
+)
+# bot/exports is an adapter like bot/neon: the object store, pg_dump and age. Its vocabulary
+# (the manifest, its errors) is bot/domain's, so services name no adapter type; like the
+# Neon client, only the composition root hands it to them.
+RULES += (
+    Rule("exports", "bot/exports imports boto3, botocore, pyrage, zstandard, psycopg, "
+         "bot/domain, the standard library and itself",
+         governs=lambda importer: within(importer, "bot.exports"),
+         allows=lambda _, target: is_standard(target) or top_level(target) in EXPORT_LIBRARIES
+         or within(target, "bot.exports", "bot.domain")),
+    Rule("export wiring", "only bot/app.py and bot/__main__.py import bot/exports",
+         governs=lambda importer: not within(importer, "bot.app", "bot.__main__",
+                                             "bot.exports"),
+         allows=lambda _, target: not within(target, "bot.exports")),
 )
 UNRESOLVED = Rule("unresolved", "every import names its module literally, inside its "
                   "top-level package", governs=lambda _: True, allows=lambda _, __: False)
