@@ -20,7 +20,7 @@ from bot.domain import requests as rules
 from bot.domain.audit import AuditEntry, AuditEvent
 from bot.domain.backups import Backup, BackupStatus
 from bot.domain.errors import Conflict, DuplicateRequest, ExternalServiceError, NotAllowed, NotFound
-from bot.domain.instants import check_restore_window, describe_instant, parse_when
+from bot.domain.instants import check_restore_window, describe_instant
 from bot.domain.requests import (
     ChangeRequest,
     Plan,
@@ -35,6 +35,7 @@ from bot.domain.restores import (
     preserve_branch_name,
     restore_branch_name,
 )
+from bot.domain.when import parse_when
 from bot.neon.errors import NeonError, NeonNotFound, NeonOperationTimeout
 from bot.neon.models import Branch, BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri
