@@ -38,19 +38,11 @@ folder counting only when `store.exists(folder + MANIFEST_NAME)`.
 Doctor: `tools_summary()` -> (pg_dump path, version); `store.check()`.
 """
 
-from bot.exports.objects import ObjectReader, ObjectStore, Upload, parse_store_url
-from bot.exports.pipeline import (
-    DumpResult,
-    Snapshot,
-    VerifyResult,
-    client_connection,
-    dump,
-    load_identities,
-    load_recipients,
-    restore,
-    snapshot,
-    verify,
-)
+from bot.exports.children import client_connection
+from bot.exports.dumping import DumpResult, Snapshot, dump, load_recipients, snapshot
+from bot.exports.object_streams import ObjectReader, Upload
+from bot.exports.objects import ObjectStore, parse_store_url
+from bot.exports.readback import VerifyResult, load_identities, restore, verify
 from bot.exports.tools import PgTools, find_tools, tools_summary
 
 __all__ = [
