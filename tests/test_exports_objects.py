@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from bot.domain.exports import ObjectStoreError
+from bot.domain.export_errors import ObjectStoreError
 from bot.exports.object_streams import MiB, part_size_for
 from bot.exports.objects import ObjectStore, parse_store_url
 from tests.support.s3 import FailingProxy, S3Server, shared_s3, use_credentials

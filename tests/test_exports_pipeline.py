@@ -24,18 +24,16 @@ import pytest
 import zstandard
 from psycopg import sql
 
-from bot.domain.exports import (
-    CHECKSUMS_NAME,
+from bot.domain.export_errors import (
     DumpFailed,
     ExportError,
     ObjectStoreError,
     PgToolsError,
     RestoreFailed,
     VerificationFailed,
-    dump_file_name,
-    folder_name,
-    render_checksums,
 )
+from bot.domain.export_manifest import render_checksums
+from bot.domain.exports import CHECKSUMS_NAME, dump_file_name, folder_name
 from bot.exports import (
     DumpResult,
     ObjectStore,

@@ -18,7 +18,7 @@ from typing import IO
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.domain.exports import ExportError
+from bot.domain.export_errors import ExportError
 
 READ_SIZE = 256 * 1024  # bytes asked of a source (pg_dump's pipe, an object) at a time
 # A pipe of 1 MiB (Linux's default ceiling for it) lets pg_dump write on while this

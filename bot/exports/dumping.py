@@ -24,7 +24,9 @@ import zstandard
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from bot.domain.exports import DumpFailed, ExportError, TableRows, check_recipients
+from bot.domain.export_errors import DumpFailed, ExportError
+from bot.domain.export_manifest import TableRows
+from bot.domain.exports import check_recipients
 from bot.exports.children import (
     READ_SIZE,
     StderrReader,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from bot.domain.exports import ObjectStoreError
+from bot.domain.export_errors import ObjectStoreError
 
 if TYPE_CHECKING:
     from bot.exports.objects import ObjectStore

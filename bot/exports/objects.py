@@ -3,7 +3,7 @@
 Keys are relative to the store's URL, `s3://bucket/prefix`. Credentials come from boto3's
 standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role), the
 endpoint from EXPORT_S3_ENDPOINT for stores other than AWS. Every failure is an
-ObjectStoreError (bot.domain.exports) whose message says what to fix; botocore's standard
+ObjectStoreError (bot.domain.export_errors) whose message says what to fix; botocore's standard
 retry mode retries throttling, 5xx answers and dropped connections, which is safe because
 every call here is idempotent (a part uploaded twice replaces itself).
 
@@ -21,7 +21,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from bot.domain.exports import ObjectStoreError
+from bot.domain.export_errors import ObjectStoreError
 from bot.exports.object_streams import MIN_PART_SIZE, PART_SIZE, MiB, ObjectReader, Upload
 
 _ACCESS_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",

@@ -20,7 +20,7 @@ from typing import IO, Protocol
 import pyrage
 import zstandard
 
-from bot.domain.exports import ExportError, RestoreFailed, VerificationFailed
+from bot.domain.export_errors import ExportError, RestoreFailed, VerificationFailed
 from bot.exports.children import (
     READ_SIZE,
     StderrReader,
