@@ -26,7 +26,7 @@ from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.middleware import Middleware
 
-from bot.domain.instants import echo
+from bot.domain.echo import echo
 from bot.services.backups import BackupService
 from bot.services.drills import DrillService
 from bot.services.health import HealthService

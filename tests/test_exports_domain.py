@@ -1,6 +1,6 @@
-"""The export's names and files (bot/domain/exports.py): the folder and file names a
-person finds in the bucket, manifest.json read back as written, and SHA256SUMS in the
-format the real `sha256sum -c` checks."""
+"""The export's names and files (bot/domain/exports.py, bot/domain/export_manifest.py): the
+folder and file names a person finds in the bucket, manifest.json read back as written, and
+SHA256SUMS in the format the real `sha256sum -c` checks."""
 
 from __future__ import annotations
 
@@ -14,22 +14,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.domain.exports import (
-    CHECKSUMS_NAME,
+from bot.domain.export_errors import InvalidManifest
+from bot.domain.export_manifest import (
     DumpedDatabase,
-    InvalidManifest,
     Manifest,
     TableRows,
-    check_recipients,
     checksum_disagreements,
-    database_of_file,
-    dump_file_name,
-    folder_name,
     parse_checksums,
-    parse_folder,
     parse_manifest,
     render_checksums,
     render_manifest,
+)
+from bot.domain.exports import (
+    CHECKSUMS_NAME,
+    check_recipients,
+    database_of_file,
+    dump_file_name,
+    folder_name,
+    parse_folder,
 )
 
 RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"

@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from bot.domain.exports import ObjectStoreError
-from bot.exports.objects import MiB, ObjectStore, parse_store_url, part_size_for
+from bot.domain.export_errors import ObjectStoreError
+from bot.exports.object_streams import MiB, part_size_for
+from bot.exports.objects import ObjectStore, parse_store_url
 from tests.support.s3 import FailingProxy, S3Server, shared_s3, use_credentials
 
 PART = 5 * MiB  # S3's smallest part, so a few MiB make several parts

@@ -1,5 +1,5 @@
-"""The export's data path (bot/exports/pipeline.py) with real parts: a real PostgreSQL
-source (several tables, one over 100k rows, a table named `it's`, a second schema),
+"""The export's data path (bot/exports/dumping.py and readback.py) with real parts: a real
+PostgreSQL source (several tables, one over 100k rows, a table named `it's`, a second schema),
 pg_dump and pg_restore 18 as child processes, age and zstd in the stream, a real
 S3-compatible server on loopback. Every export here is restored into a new database and
 compared with its source table by table, row by row; one is restored with the standard
@@ -24,18 +24,16 @@ import pytest
 import zstandard
 from psycopg import sql
 
-from bot.domain.exports import (
-    CHECKSUMS_NAME,
+from bot.domain.export_errors import (
     DumpFailed,
     ExportError,
     ObjectStoreError,
     PgToolsError,
     RestoreFailed,
     VerificationFailed,
-    dump_file_name,
-    folder_name,
-    render_checksums,
 )
+from bot.domain.export_manifest import render_checksums
+from bot.domain.exports import CHECKSUMS_NAME, dump_file_name, folder_name
 from bot.exports import (
     DumpResult,
     ObjectStore,

@@ -9,13 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.domain.errors import InvalidInput
-from bot.domain.instants import (
-    WHEN_FORMATS,
-    check_restore_window,
-    describe_instant,
-    parse_when,
-    split_when,
-)
+from bot.domain.instants import check_restore_window, describe_instant
+from bot.domain.when import WHEN_FORMATS, parse_when, split_when
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

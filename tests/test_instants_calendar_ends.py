@@ -9,12 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.domain.errors import InvalidInput
-from bot.domain.instants import (
-    check_restore_window,
-    describe_instant,
-    instant_from_timestamp,
-    parse_when,
-)
+from bot.domain.instants import check_restore_window, describe_instant, instant_from_timestamp
+from bot.domain.when import parse_when
 
 NOW = datetime(2026, 1, 13, 14, 25, tzinfo=UTC)
 DAY = 86400

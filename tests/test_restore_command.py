@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from bot.domain.backups import MAX_REASON_LENGTH
 from bot.domain.errors import InvalidInput, NotAllowed
-from bot.domain.instants import parse_when, split_when
 from bot.domain.restores import (
     REQUEST_ID,
     RESTORE_USAGE,
@@ -32,6 +31,7 @@ from bot.domain.restores import (
     preserve_branch_name,
     restore_branch_name,
 )
+from bot.domain.when import parse_when, split_when
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 ZONES = [UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"),

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.domain.backups import is_backup_name, validate_reason
+from bot.domain.echo import echo
 from bot.domain.errors import InvalidInput, NotAllowed
-from bot.domain.instants import WHEN_FORMATS, echo, split_when
+from bot.domain.when import WHEN_FORMATS, split_when
 
 RESTORE_PREFIX = "restore-"
 PRESERVE_PREFIX = "pre-restore-"

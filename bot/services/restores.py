@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from bot.domain import requests as rules
 from bot.domain.audit import AuditEntry, AuditEvent
 from bot.domain.errors import Conflict, DuplicateRequest, ExternalServiceError, NotAllowed, NotFound
-from bot.domain.instants import check_restore_window, describe_instant, parse_when
+from bot.domain.instants import check_restore_window, describe_instant
 from bot.domain.requests import (
     ChangeRequest,
     Plan,
@@ -33,6 +33,7 @@ from bot.domain.restores import (
     preserve_branch_name,
     restore_branch_name,
 )
+from bot.domain.when import parse_when
 from bot.neon.errors import NeonError
 from bot.neon.models import Branch
 from bot.services.neon_errors import explain_neon_error
