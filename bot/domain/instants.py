@@ -39,6 +39,7 @@ from itertools import islice
 from zoneinfo import ZoneInfo, available_timezones
 
 from bot.domain.errors import InvalidInput
+from bot.domain.text import escape
 
 WHEN_FORMATS = (
     "`2026-01-13T14:25:00Z` (RFC 3339, with Z or an offset such as +01:00), "
@@ -99,8 +100,7 @@ def echo(text: str, limit: int = 60) -> str:
     control characters, backticks and Slack's special characters (& < >) neutralised."""
     shown = text if len(text) <= limit else text[:limit] + "…"
     shown = "".join("?" if unicodedata.category(c).startswith("C") else c for c in shown)
-    return (shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("`", "'"))
+    return escape(shown).replace("`", "'")
 
 
 # --- parsing ---------------------------------------------------------------------------
