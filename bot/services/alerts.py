@@ -170,20 +170,20 @@ def _who(user_id: str) -> str:
 
 def backup_failure(backup: Backup) -> Alert:
     reason = f" (reason: _{escape(backup.reason)}_)" if backup.reason else ""
+    name = escape(backup.branch_name)
     created = backup.branch_id is not None
-    tried = (f"Creating the backup branch `{escape(backup.branch_name)}` of the default "
-             f"branch in Neon, asked by {_who(backup.requested_by)}{reason}. "
+    tried = (f"Creating the backup branch `{name}` of the default branch in Neon, asked by "
+             f"{_who(backup.requested_by)}{reason}. "
              + ("Neon accepted the branch but it did not become ready."
                 if created else "Neon did not create the branch."))
     next_step = ("Take a backup by hand with `/backup now` once the cause is fixed; "
                  "`python -m bot doctor` checks the Neon key and project. "
                  "`/backup health` shows how old the newest good backup is.")
     if created:
-        next_step += (f" `{backup.branch_name}` may be left in Neon half made: check it in "
-                      "the Neon console before relying on it.")
-    return Alert(title=f"Backup `{backup.branch_name}` failed", tried=tried,
-                 next_step=next_step, error=backup.error, subject=backup.branch_name,
-                 kind="backup.failed")
+        next_step += (f" `{name}` may be left in Neon half made: check it in the Neon "
+                      "console before relying on it.")
+    return Alert(title=f"Backup `{name}` failed", tried=tried, next_step=next_step,
+                 error=backup.error, subject=backup.branch_name, kind="backup.failed")
 
 
 def request_failure(request: ChangeRequest) -> Alert:
