@@ -3,6 +3,10 @@
 Each returns a dict ready to pass to ack/respond/chat.postMessage: `text` (the
 notification and screen-reader fallback) and `blocks`. Times are shown in UTC and, through
 Slack's date formatting, in each reader's own time zone.
+
+Both `text` and the blocks' mrkdwn are read by Slack for mentions and links: every value
+from outside (a reason, a branch name) is escaped here where it is written in, and
+composed sentences (errors, problems) come mrkdwn-ready; see bot.domain.text.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from typing import Any
 
 from bot.domain.backups import BACKUP_USAGE, Backup, BackupStatus
 from bot.domain.durations import humanize_age
+from bot.domain.text import escape
 from bot.services.backups import Listing
 
 Message = dict[str, Any]
 
 
 def section(text: str) -> dict[str, Any]:
+    """A mrkdwn section; `text` is mrkdwn-ready (outside values escaped)."""
     return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
 
 
@@ -64,15 +70,15 @@ def backup_help(problem: str | None = None) -> Message:
 
 
 def backup_accepted(backup: Backup) -> Message:
-    return ephemeral(f":hourglass_flowing_sand: Taking backup `{backup.branch_name}` of the "
-                     "default branch. Progress is posted in this channel.")
+    return ephemeral(f":hourglass_flowing_sand: Taking backup `{escape(backup.branch_name)}` "
+                     "of the default branch. Progress is posted in this channel.")
 
 
 def backup_card(backup: Backup) -> Message:
     """The one status message of a backup, updated in place as it moves."""
     who = f"<@{backup.requested_by}>"
-    reason = f" · _{backup.reason}_" if backup.reason else ""
-    name = f"`{backup.branch_name}`"
+    reason = f" · _{escape(backup.reason)}_" if backup.reason else ""
+    name = f"`{escape(backup.branch_name)}`"
     headline = {
         BackupStatus.REQUESTED: f":hourglass_flowing_sand: Backup {name} requested by {who}",
         BackupStatus.CREATING: f":hourglass_flowing_sand: Creating backup {name} "
@@ -99,7 +105,7 @@ def backup_card(backup: Backup) -> Message:
 
 def backup_not_started(backup: Backup) -> Message:
     """A backup that failed before Neon created anything: told only to the requester."""
-    return ephemeral(f":x: Backup `{backup.branch_name}` was not taken: {backup.error} "
+    return ephemeral(f":x: Backup `{escape(backup.branch_name)}` was not taken: {backup.error} "
                      "Nothing was created.")
 
 
@@ -114,9 +120,9 @@ def backup_list(listing: Listing, now: datetime) -> Message:
         state = "" if backup.status == BackupStatus.READY else f" · _{backup.status.value}_"
         logical = branch.logical_size if branch else backup.logical_size
         expires = branch.expires_at if branch and branch.expires_at else backup.expires_at
-        reason = backup.reason or "no reason given"
+        reason = escape(backup.reason) if backup.reason else "no reason given"
         blocks.append(section(
-            f"`{backup.branch_name}`{state}\n{age} old · {size(logical)} · "
+            f"`{escape(backup.branch_name)}`{state}\n{age} old · {size(logical)} · "
             f"expires {when(expires)} · by <@{backup.requested_by}> · {reason}"))
     if listing.neon_problem:
         blocks.append(context(f":warning: Sizes and expiries from Lifeguard's records only: "
@@ -139,7 +145,7 @@ def home_view(backups: list[Backup], open_requests: list[str],
     if not backups:
         blocks.append(context("None yet."))
     for backup in backups[:10]:
-        blocks.append(context(f"`{backup.branch_name}` · {backup.status.value} · "
+        blocks.append(context(f"`{escape(backup.branch_name)}` · {backup.status.value} · "
                               f"{when(backup.created_at)} · <@{backup.requested_by}>"))
     return {"type": "home", "blocks": blocks}
 

@@ -1,5 +1,7 @@
 """Block Kit for restore drills: the report card, answers to /drill, the reminder. Pure
-functions from data to messages; connection strings never appear in any of them."""
+functions from data to messages; connection strings never appear in any of them. Branch
+names (the default branch's comes from Neon) are escaped where they are written in;
+errors, advice and verification summaries come mrkdwn-ready (bot.domain.text)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from bot.domain.drills import (
     describe_seconds,
 )
 from bot.domain.durations import humanize_age
+from bot.domain.text import escape
 from bot.domain.verification import VerificationReport
 from bot.services.drills import DrillOverview
 from handlers import ids
@@ -43,8 +46,8 @@ def drill_help(problem: str | None = None) -> Message:
 def drill_started(drill: Drill, alerts_channel: str) -> Message:
     return ephemeral(
         f":stopwatch: Drill `{drill.id}` started: the default branch as it was at "
-        f"{when(drill.target_instant)} goes into `{drill.branch_name}`, is verified against "
-        f"production, then deleted. The report is posted in <#{alerts_channel}>; "
+        f"{when(drill.target_instant)} goes into `{escape(drill.branch_name)}`, is verified "
+        f"against production, then deleted. The report is posted in <#{alerts_channel}>; "
         "`/drill status` shows where it is.")
 
 
@@ -62,10 +65,16 @@ def _headline(drill: Drill) -> str:
     return f"{mark} *Restore drill `{drill.id}`* (started by {who}): {doing}"
 
 
+def _source(drill: Drill) -> str:
+    """The branch the drill restores, as Neon names it (escaped)."""
+    return (f"`{escape(drill.source_branch_name)}`" if drill.source_branch_name
+            else "the default branch")
+
+
 def _what(drill: Drill) -> str:
-    source = f"`{drill.source_branch_name}`" if drill.source_branch_name else "the default branch"
+    source = _source(drill)
     return (f"Restores {source} as it was at {when(drill.target_instant)} into "
-            f"`{drill.branch_name}`, verifies it against production (tables, row counts, "
+            f"`{escape(drill.branch_name)}`, verifies it against production (tables, row counts, "
             "connectivity), times each step and deletes the branch again.")
 
 
@@ -123,10 +132,10 @@ def _verification(drill: Drill) -> list[dict[str, Any]]:
 
 def _tried(drill: Drill) -> str:
     """What was tried, in the order it was, from the stored steps."""
-    source = f"`{drill.source_branch_name}`" if drill.source_branch_name else "the default branch"
+    source, instant = _source(drill), drill.target_instant.astimezone(UTC)
     phrases = {
-        DrillStep.CREATE_BRANCH: f"creating `{drill.branch_name}` from {source} as it was at "
-                                 f"{drill.target_instant.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        DrillStep.CREATE_BRANCH: f"creating `{escape(drill.branch_name)}` from {source} as it "
+                                 f"was at {instant:%Y-%m-%d %H:%M:%S} UTC",
         DrillStep.WAIT_BRANCH: "waiting for Neon to make it ready",
         DrillStep.VERIFY: "comparing its tables and row counts with production",
     }
@@ -161,7 +170,7 @@ def drill_card(drill: Drill) -> Message:
         facts.append(f"finished {when(drill.finished_at)}")
     if drill.state in (DrillState.SUCCEEDED, DrillState.FAILED):
         facts.append("drill branch deleted" if drill.branch_deleted
-                     else f":warning: `{drill.branch_name}` still exists")
+                     else f":warning: `{escape(drill.branch_name)}` still exists")
     facts.append("`/drill history` lists past drills")
     blocks: list[dict[str, Any]] = [
         section(_headline(drill)),

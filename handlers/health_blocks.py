@@ -1,6 +1,8 @@
 """Block Kit for health, alerts, reminders, pruning and the schedule: pure functions from
 data to messages, and `SlackOpsNotifier`, which posts them (alerts and the daily digest to
-ALERTS_CHANNEL, reminders in the thread of an approval card)."""
+ALERTS_CHANNEL, reminders in the thread of an approval card). Check values, problems and
+alert texts come mrkdwn-ready; branch names are escaped where they are written in
+(bot.domain.text)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from slack_sdk import WebClient
 from bot.domain.durations import humanize_age
 from bot.domain.health import Check, Level
 from bot.domain.requests import ACTION_TITLES, ChangeRequest
+from bot.domain.text import escape
 from bot.services.alerts import Alert
 from bot.services.health import HealthReport
 from bot.services.scheduled_backups import PruneView
@@ -123,8 +126,8 @@ def prune_plan(view: PruneView) -> Message:
     intro = (f"*Retention policy:* {view.policy.describe()} (periods in {view.zone}). "
              "Only backups Lifeguard took and recorded are ever deleted; the default "
              "branch, protected branches and branches made by others are kept.")
-    delete = [f":wastebasket: `{c.name}` · {when(c.created_at)}" for c in plan.delete]
-    keep = [f":white_check_mark: `{c.name}` · {when(c.created_at)} · "
+    delete = [f":wastebasket: `{escape(c.name)}` · {when(c.created_at)}" for c in plan.delete]
+    keep = [f":white_check_mark: `{escape(c.name)}` · {when(c.created_at)} · "
             f"_{plan.reasons.get(c.name, 'kept')}_" for c in plan.keep]
     blocks = [section(intro),
               *_lines(f"*Would delete ({count})*", delete or ["Nothing."]),

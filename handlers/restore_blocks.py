@@ -1,5 +1,7 @@
 """Block Kit for restores: the approval card, answers to /restore, the form. Pure
-functions from data to messages; connection strings never appear in any of them."""
+functions from data to messages; connection strings never appear in any of them. Values
+from outside (reasons, branch names from Neon, what was typed) are escaped where they are
+written in; errors and verification summaries come mrkdwn-ready (bot.domain.text)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from bot.domain.requests import (
     Step,
 )
 from bot.domain.restores import RESTORE_USAGE
+from bot.domain.text import escape
 from bot.domain.verification import VerificationReport
 from handlers import ids
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
@@ -35,25 +38,31 @@ def restore_help(problem: str | None = None) -> Message:
     return usage_help("Restores", RESTORE_USAGE, problem)
 
 
+def _names(request: ChangeRequest) -> tuple[str, str, str]:
+    """The plan's source, target and preserved branch names, escaped: the default branch's
+    name is whatever Neon calls it."""
+    plan = request.plan
+    return (escape(plan.source_branch_name), escape(plan.target_branch_name),
+            escape(plan.preserve_under_name or ""))
+
+
 def _what(request: ChangeRequest) -> str:
     plan = request.plan
+    source, target, preserve = _names(request)
     if plan.action == RequestAction.RESTORE_POINT_IN_TIME:
         assert plan.instant is not None
-        return (f"New branch `{plan.target_branch_name}` from `{plan.source_branch_name}` as "
-                f"it was at {when(plan.instant)}")
+        return f"New branch `{target}` from `{source}` as it was at {when(plan.instant)}"
     if plan.action == RequestAction.RESTORE_FROM_BRANCH:
-        return f"New branch `{plan.target_branch_name}` from backup `{plan.source_branch_name}`"
+        return f"New branch `{target}` from backup `{source}`"
     if plan.action == RequestAction.DELETE_BACKUP:
-        return (f"Delete backup `{plan.source_branch_name}` from Neon. It is a recovery point: "
-                "this cannot be undone")
+        return f"Delete backup `{source}` from Neon. It is a recovery point: this cannot be undone"
     if plan.action == RequestAction.PRUNE_BACKUPS:
-        shown = ", ".join(f"`{name}`" for name in plan.branches[:20])
+        shown = ", ".join(f"`{escape(name)}`" for name in plan.branches[:20])
         more = f" and {len(plan.branches) - 20} more" if len(plan.branches) > 20 else ""
         return (f"Delete the {len(plan.branches)} backup(s) the retention policy no longer "
                 f"keeps: {shown}{more}. They are recovery points: this cannot be undone")
-    return (f"Restore the live branch `{plan.target_branch_name}` in place from "
-            f"`{plan.source_branch_name}`; its current state is kept as "
-            f"`{plan.preserve_under_name}`. Connection strings do not change.")
+    return (f"Restore the live branch `{target}` in place from `{source}`; its current state "
+            f"is kept as `{preserve}`. Connection strings do not change.")
 
 
 def _status(request: ChangeRequest) -> str:
@@ -86,21 +95,20 @@ def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
         mark = ":white_check_mark:" if report.ok and not differs else ":warning:"
         blocks.append(section(f"{mark} *Verification:* {report.summary()}"))
     plan = request.plan
+    source, target, preserve = _names(request)
     if request.state == RequestState.SUCCEEDED:
         if plan.action == RequestAction.DELETE_BACKUP:
-            blocks.append(section(f"Backup `{plan.source_branch_name}` was deleted."))
+            blocks.append(section(f"Backup `{source}` was deleted."))
         elif plan.action == RequestAction.PRUNE_BACKUPS:
             blocks.append(section(f"{len(plan.branches)} backup(s) were deleted."))
         elif plan.action == RequestAction.PROMOTE:
             blocks.append(section(
-                f"`{plan.target_branch_name}` now holds `{plan.source_branch_name}`'s data; "
-                "nothing needs a redeploy. To undo: "
-                f"`/restore promote {plan.preserve_under_name}`"))
+                f"`{target}` now holds `{source}`'s data; nothing needs a redeploy. To undo: "
+                f"`/restore promote {preserve}`"))
         else:
             blocks.append(section(
-                f"Branch `{plan.target_branch_name}` is ready. Connect to it from the Neon "
-                "console; to make it the live data: "
-                f"`/restore promote {plan.target_branch_name}`"))
+                f"Branch `{target}` is ready. Connect to it from the Neon console; to make it "
+                f"the live data: `/restore promote {target}`"))
     if request.state == RequestState.FAILED:
         blocks.append(section(f"*Next:* {_next_step(request)}"))
     return blocks
@@ -108,10 +116,10 @@ def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
 
 def _next_step(request: ChangeRequest) -> str:
     if request.error and request.error.startswith("Verification failed"):
-        checked = request.plan.target_branch_name
+        _, checked, preserve = _names(request)
         undo = ""
         if request.plan.action == RequestAction.PROMOTE:
-            undo = f" To undo the promotion: `/restore promote {request.plan.preserve_under_name}`."
+            undo = f" To undo the promotion: `/restore promote {preserve}`."
         return (f"look at the differences in `{checked}` before relying on it; "
                 f"`/restore log {request.id}` shows what ran.{undo}")
     return f"`/restore log {request.id}` shows what ran; ask again once the cause is fixed."
@@ -124,7 +132,7 @@ def request_card(request: ChangeRequest) -> Message:
     blocks: list[dict[str, Any]] = [
         section(headline),
         section(_what(request)),
-        context(f"Reason: {request.reason or '(none given)'}"
+        context(f"Reason: {escape(request.reason) if request.reason else '(none given)'}"
                 + (f" · restore window at request time: "
                    f"{humanize_age_seconds(request.extra.get('window_seconds'))}"
                    if request.extra.get("window_seconds") else "")),
@@ -160,7 +168,8 @@ def request_accepted(request: ChangeRequest, approvals_channel: str) -> Message:
 
 
 def checking(text: str) -> Message:
-    return ephemeral(f":mag: Checking `/restore {text}`…")
+    """`text`: what the person typed after `/restore`."""
+    return ephemeral(f":mag: Checking `/restore {escape(text)}`…")
 
 
 def approver_dm(request: ChangeRequest, permalink: str | None) -> Message:
@@ -171,7 +180,7 @@ def approver_dm(request: ChangeRequest, permalink: str | None) -> Message:
 
 def request_line(request: ChangeRequest) -> str:
     return (f"`{request.id}` · {ACTION_TITLES[request.plan.action]} · {request.state.value} · "
-            f"by <@{request.requester}> · {request.plan.target_branch_name}")
+            f"by <@{request.requester}> · {escape(request.plan.target_branch_name)}")
 
 
 def status_list(requests: list[ChangeRequest]) -> Message:
@@ -190,7 +199,7 @@ def request_status(request: ChangeRequest) -> Message:
 
 def request_log(request: ChangeRequest, entries: list[AuditEntry]) -> Message:
     def who(actor: str) -> str:
-        return f"<@{actor}>" if actor.startswith(("U", "W")) else actor
+        return f"<@{actor}>" if actor.startswith(("U", "W")) else escape(actor)
 
     lines = [f"{when(e.created_at)} · {who(e.actor)} · `{e.action}`" for e in entries]
     text = f"History of request {request.id}"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.text import escape
 
 BACKUP_PREFIX = "backup-"
 BACKUP_NAME = re.compile(r"^backup-(\d{8})-(\d{6})$")
@@ -148,7 +149,7 @@ def parse_backup_command(text: str) -> BackupCommand:
     if subcommand in _NO_ARGUMENTS:
         if rest.strip():
             raise InvalidInput(f"`/backup {subcommand}` takes nothing after it "
-                               f"(got `{rest.strip()}`).")
+                               f"(got `{escape(rest.strip())}`).")
         return _NO_ARGUMENTS[subcommand]()
     if subcommand == "delete":
         names = rest.split()
@@ -160,7 +161,7 @@ def parse_backup_command(text: str) -> BackupCommand:
         return BackupDelete(branch_name=names[0])
     shown = words[0] if len(words[0]) <= 40 else words[0][:40] + "…"
     raise InvalidInput(
-        f"`{shown}` is not a /backup command. Accepted: {', '.join(_SUBCOMMANDS)}.\n"
+        f"`{escape(shown)}` is not a /backup command. Accepted: {', '.join(_SUBCOMMANDS)}.\n"
         + BACKUP_USAGE
     )
 
@@ -169,14 +170,15 @@ def check_deletable(*, branch_name: str, recorded_as_backup: bool, is_default: b
                     is_protected: bool) -> None:
     """Raise NotAllowed unless Lifeguard may delete this branch as a backup."""
     if is_default:
-        raise NotAllowed(f"`{branch_name}` is the default branch; Lifeguard never deletes it.")
+        raise NotAllowed(f"`{escape(branch_name)}` is the default branch; Lifeguard never "
+                         "deletes it.")
     if is_protected:
         raise NotAllowed(
-            f"`{branch_name}` is a protected branch; Lifeguard does not delete protected "
+            f"`{escape(branch_name)}` is a protected branch; Lifeguard does not delete protected "
             "branches. Remove the protection in the Neon console first if you really mean it."
         )
     if not (recorded_as_backup and is_backup_name(branch_name)):
         raise NotAllowed(
-            f"`{branch_name}` is not a backup Lifeguard took, so `/backup delete` will not "
+            f"`{escape(branch_name)}` is not a backup Lifeguard took, so `/backup delete` will not "
             "touch it. `/backup list` shows the backups it can delete."
         )

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.domain.errors import InvalidInput
+from bot.domain.text import escape
 
 DRILL_PREFIX = "drill-"
 # `drill-YYYYMMDD-HHMMSS`, with `-` and 4 characters of the drill id added when a drill
@@ -250,7 +251,7 @@ _SUBCOMMANDS: dict[str, DrillCommand] = {
 
 def _shown(text: str) -> str:
     text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= 40 else text[:40] + "…"
+    return escape(text if len(text) <= 40 else text[:40] + "…")
 
 
 def parse_drill_command(text: str) -> DrillCommand:

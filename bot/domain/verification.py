@@ -5,7 +5,10 @@ The report holds each table compared with the source, each custom check, and the
 two sentences the Slack card says about them; it is stored with a restore or a drill as
 `to_dict()` and read back with `from_dict()`. A table small enough on both sides is
 counted exactly, a bigger one compared by its estimates within ESTIMATE_TOLERANCE.
-"""
+
+Its fields hold names and messages as PostgreSQL gave them; its sentences (`summary()`,
+a table's `note`) are mrkdwn-ready, with those names escaped where they are written in
+(bot.domain.text)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from bot.domain.text import escape
 
 # Estimated counts are never exact: a fresh ANALYZE on one side alone moves the estimate
 # by a few percent on a big table. Below this relative gap the estimates "match".
@@ -63,10 +68,10 @@ class VerificationReport:
     compared_with: str
 
     def summary(self) -> str:
-        """One or two sentences for the Slack card."""
-        against = f" against {self.compared_with}" if self.compared_with else ""
+        """One or two sentences for the Slack card (mrkdwn-ready)."""
+        against = f" against {escape(self.compared_with)}" if self.compared_with else ""
         if self.error:
-            return f"Verification{against} failed: {self.error}"
+            return f"Verification{against} failed: {escape(self.error)}"
         parts: list[str] = []
         differing = [t for t in self.tables if t.differs]
         if not self.tables and not self.missing_in_target:
@@ -84,13 +89,14 @@ class VerificationReport:
         else:
             parts.append(f"Compared 0 tables{against}: none of the source's tables are here.")
         if self.missing_in_target:
-            parts.append(f"Missing here: {_listing(list(self.missing_in_target))}.")
+            parts.append(f"Missing here: {_listing(_escaped(self.missing_in_target))}.")
         if self.extra_in_target:
-            parts.append(f"Only here, not in the source: {_listing(list(self.extra_in_target))}.")
+            parts.append("Only here, not in the source: "
+                         f"{_listing(_escaped(self.extra_in_target))}.")
         failed = [c for c in self.checks if not c.passed]
         if failed:
-            said = [f"{c.name} (error: {c.error})" if c.error else f"{c.name} (got {c.value})"
-                    for c in failed]
+            said = [f"{escape(c.name)} (error: {escape(c.error)})" if c.error
+                    else f"{escape(c.name)} (got {escape(str(c.value))})" for c in failed]
             parts.append(f"{len(failed)} of {len(self.checks)} checks failed: {_listing(said)}.")
         elif self.checks:
             parts.append(f"All {len(self.checks)} checks passed.")
@@ -117,7 +123,7 @@ class VerificationReport:
             return ""
         column = "created_at" if "created_at" in best else sorted(best)[0]
         _, text, table = best[column]
-        return f"; newest {column} {text} ({table}), the same in the source"
+        return f"; newest {escape(column)} {escape(text)} ({table}), the same in the source"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, for the store."""
@@ -207,7 +213,8 @@ def plan_comparison(source: CatalogTable, target: CatalogTable,
 def compare_table(key: TableKey, plan: TablePlan, source_table: CatalogTable,
                   target_table: CatalogTable, source: TableMeasurement,
                   target: TableMeasurement) -> TableResult:
-    """Whether a table differs between the sides, and the note that says how."""
+    """Whether a table differs between the sides, and the note that says how (mrkdwn-ready:
+    column names are escaped in it)."""
     if plan.exact:
         source_rows, target_rows = source.rows, target.rows
         rows_differ = source_rows != target_rows
@@ -223,8 +230,8 @@ def compare_table(key: TableKey, plan: TablePlan, source_table: CatalogTable,
                      + ("" if plan.exact else " (estimated)"))
     for column, (in_source, here) in newest.items():
         if in_source != here:
-            notes.append(f"newest {column} {here or 'none'} here, "
-                         f"{in_source or 'none'} in the source")
+            notes.append(f"newest {escape(column)} {escape(here or 'none')} here, "
+                         f"{escape(in_source or 'none')} in the source")
     if not notes:
         kind = "exact" if plan.exact else "estimated"
         about = "" if plan.exact else "about "
@@ -246,7 +253,12 @@ def _parse_rfc3339(text: str | None) -> datetime | None:
 
 
 def _display(schema: str, table: str) -> str:
-    return table if schema == "public" else f"{schema}.{table}"
+    """A table's name as the summary writes it (escaped)."""
+    return escape(table if schema == "public" else f"{schema}.{table}")
+
+
+def _escaped(names: tuple[str, ...]) -> list[str]:
+    return [escape(name) for name in names]
 
 
 def _listing(items: list[str]) -> str:

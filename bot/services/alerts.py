@@ -13,6 +13,10 @@ Each alert is recorded in the audit trail (`alert.posted`, subject: what it is a
 an alert about one backup's or request's failure is posted once, even when its state is
 shown again.
 
+An Alert's texts are mrkdwn-ready (bot.domain.text): a reason, a branch name from Neon or
+an exception's message is escaped where it is written in; a composed error (a request's,
+a backup's) is taken as it is.
+
 Escalation: `ApprovalReminders` mentions the approvers once, in the approval card's
 thread, for each request still pending after APPROVAL_REMINDER_AFTER. The reminder is
 recorded with a compare-and-set on the request (`extra.reminded_at`, audit
@@ -37,6 +41,7 @@ from bot.domain.requests import (
     RequestState,
     Step,
 )
+from bot.domain.text import escape
 from bot.services.backups import BackupNotifier
 from bot.services.ports import MessageRef, Records
 from bot.services.restores import RequestNotifier
@@ -52,7 +57,7 @@ REMINDED = "request.reminded"
 
 @dataclass(frozen=True)
 class Alert:
-    """One alert: what failed, what was tried, what to do next."""
+    """One alert: what failed, what was tried, what to do next; each text mrkdwn-ready."""
 
     title: str  # what failed, one line: "Backup `backup-…` failed"
     tried: str  # what Lifeguard tried
@@ -138,7 +143,7 @@ class Alerts:
             cause = str(error) or type(error).__name__
             tried, next_step = JOB_ADVICE.get(job, (f"Running the {job} job.", GENERIC_NEXT))
             self.notify(Alert(title=f"The scheduled {job} job failed", tried=tried,
-                              next_step=next_step, error=cause, subject=f"job:{job}",
+                              next_step=next_step, error=escape(cause), subject=f"job:{job}",
                               kind="job.failed"))
             return JobResult(job, False, f"failed: {cause}")
 
@@ -164,52 +169,52 @@ def _who(user_id: str) -> str:
 
 
 def backup_failure(backup: Backup) -> Alert:
-    reason = f" (reason: _{backup.reason}_)" if backup.reason else ""
+    reason = f" (reason: _{escape(backup.reason)}_)" if backup.reason else ""
+    name = escape(backup.branch_name)
     created = backup.branch_id is not None
-    tried = (f"Creating the backup branch `{backup.branch_name}` of the default branch in "
-             f"Neon, asked by {_who(backup.requested_by)}{reason}. "
+    tried = (f"Creating the backup branch `{name}` of the default branch in Neon, asked by "
+             f"{_who(backup.requested_by)}{reason}. "
              + ("Neon accepted the branch but it did not become ready."
                 if created else "Neon did not create the branch."))
     next_step = ("Take a backup by hand with `/backup now` once the cause is fixed; "
                  "`python -m bot doctor` checks the Neon key and project. "
                  "`/backup health` shows how old the newest good backup is.")
     if created:
-        next_step += (f" `{backup.branch_name}` may be left in Neon half made: check it in "
-                      "the Neon console before relying on it.")
-    return Alert(title=f"Backup `{backup.branch_name}` failed", tried=tried,
-                 next_step=next_step, error=backup.error, subject=backup.branch_name,
-                 kind="backup.failed")
+        next_step += (f" `{name}` may be left in Neon half made: check it in the Neon "
+                      "console before relying on it.")
+    return Alert(title=f"Backup `{name}` failed", tried=tried, next_step=next_step,
+                 error=backup.error, subject=backup.branch_name, kind="backup.failed")
 
 
 def request_failure(request: ChangeRequest) -> Alert:
     plan = request.plan
     title = f"{ACTION_TITLES[plan.action]} `{request.id}` failed"
     approved = ", ".join(f"<@{a.user_id}>" for a in request.approvals) or "nobody"
+    # Branch names may come from Neon (the default branch is whatever it is called there).
+    source, target = escape(plan.source_branch_name), escape(plan.target_branch_name)
+    preserve = escape(plan.preserve_under_name or "")
     if plan.action == RequestAction.PROMOTE:
-        tried = (f"Restoring the live branch `{plan.target_branch_name}` in place from "
-                 f"`{plan.source_branch_name}`, keeping its old state as "
-                 f"`{plan.preserve_under_name}`")
+        tried = (f"Restoring the live branch `{target}` in place from `{source}`, keeping its "
+                 f"old state as `{preserve}`")
     elif plan.action == RequestAction.RESTORE_POINT_IN_TIME:
         instant = plan.instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") \
             if plan.instant else "?"
-        tried = (f"Creating `{plan.target_branch_name}` from `{plan.source_branch_name}` as "
-                 f"it was at {instant}")
+        tried = f"Creating `{target}` from `{source}` as it was at {instant}"
     elif plan.action == RequestAction.DELETE_BACKUP:
-        tried = f"Deleting backup `{plan.source_branch_name}`"
+        tried = f"Deleting backup `{source}`"
     elif plan.action == RequestAction.PRUNE_BACKUPS:
         tried = f"Deleting {len(plan.branches)} backup(s) the retention policy no longer keeps"
     else:
-        tried = f"Creating `{plan.target_branch_name}` from backup `{plan.source_branch_name}`"
+        tried = f"Creating `{target}` from backup `{source}`"
     step = request.step.value.replace("_", " ") if request.step else "start"
     tried += (f", asked by <@{plan.requester}> and approved by {approved}; it stopped at "
               f"the step _{step}_.")
     log_hint = f"`/restore log {request.id}` shows every step."
     if plan.action == RequestAction.PROMOTE and request.step in (
             Step.WAIT_PROMOTION, Step.VERIFY):
-        next_step = (f"The live branch `{plan.target_branch_name}` may already hold "
-                     f"`{plan.source_branch_name}`'s data. Its previous state is kept as "
-                     f"`{plan.preserve_under_name}`; `/restore promote "
-                     f"{plan.preserve_under_name}` puts it back. {log_hint}")
+        next_step = (f"The live branch `{target}` may already hold `{source}`'s data. Its "
+                     f"previous state is kept as `{preserve}`; `/restore promote {preserve}` "
+                     f"puts it back. {log_hint}")
     elif plan.action == RequestAction.PROMOTE:
         next_step = (f"The live branch was not changed. {log_hint} Fix the cause, then ask "
                      "again with `/restore promote`.")
@@ -217,9 +222,9 @@ def request_failure(request: ChangeRequest) -> Alert:
         next_step = (f"What was not deleted is kept (the error says which). {log_hint} Fix "
                      "the cause, then ask again with `/backup delete` or `/backup prune`.")
     elif request.step == Step.VERIFY:
-        next_step = (f"Production was not changed. The restored branch "
-                     f"`{plan.target_branch_name}` is kept so it can be inspected; do not "
-                     f"promote it before the differences are understood. {log_hint}")
+        next_step = (f"Production was not changed. The restored branch `{target}` is kept so "
+                     "it can be inspected; do not promote it before the differences are "
+                     f"understood. {log_hint}")
     else:
         next_step = (f"Production was not changed. {log_hint} Fix the cause, then ask "
                      "again with `/restore`.")
@@ -319,7 +324,7 @@ class ApprovalReminders:
                            f"the request has waited {humanize_age(waited)}."),
                     next_step="Tell the approvers yourself; the card is in the approvals "
                               "channel. Lifeguard does not remind twice.",
-                    error=f"{type(error).__name__}: {error}", subject=request.id,
+                    error=escape(f"{type(error).__name__}: {error}"), subject=request.id,
                     kind="reminder.failed"))
                 continue
             reminded.append(updated)

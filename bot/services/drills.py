@@ -44,6 +44,7 @@ from bot.domain.drills import (
 )
 from bot.domain.durations import format_duration, humanize_age
 from bot.domain.errors import Conflict, DuplicateDrill, NotFound
+from bot.domain.text import escape
 from bot.domain.verification import VerificationReport
 from bot.neon.errors import (
     NeonError,
@@ -273,9 +274,9 @@ class DrillService:
                 if (branch.default or branch.protected or branch.name != drill.branch_name
                         or not is_drill_name(branch.name)):
                     return self._cleanup_failed(
-                        drill, f"Lifeguard did not delete branch `{branch.name}`: it is not "
-                        f"this drill's unprotected branch `{drill.branch_name}` any more.",
-                        f"Check branch `{branch.name}` in the Neon console and delete it "
+                        drill, f"Lifeguard did not delete branch `{escape(branch.name)}`: it "
+                        f"is not this drill's unprotected branch `{drill.branch_name}` any more.",
+                        f"Check branch `{escape(branch.name)}` in the Neon console and delete it "
                         "yourself if it is the drill's.")
                 change = self.neon.delete_branch(branch_id)
                 if change.operations:
@@ -383,26 +384,28 @@ def _restored_timestamps(report: VerificationReport) -> list[str | None]:
 
 def _verification_failure(report: VerificationReport, drill: Drill, source_name: str,
                           target_age: timedelta) -> tuple[str, str]:
-    """(what failed, what to do next) for a verification that did not pass."""
+    """(what failed, what to do next) for a verification that did not pass: mrkdwn-ready,
+    with the names and messages from Neon and PostgreSQL escaped."""
     instant = _utc_text(drill.target_instant)
     age = format_duration(target_age)
+    source = escape(source_name)
     if report.error:
-        return (f"Verification could not finish: {report.error}",
+        return (f"Verification could not finish: {escape(report.error)}",
                 "Check that Lifeguard can reach Neon's computes (`python -m bot doctor`), "
                 "then run `/drill start` again.")
     if report.compared_tables == 0 and report.missing_in_target:
-        missing = ", ".join(report.missing_in_target[:5])
+        missing = ", ".join(escape(name) for name in report.missing_in_target[:5])
         more = (f" and {len(report.missing_in_target) - 5} more"
                 if len(report.missing_in_target) > 5 else "")
         return (f"The drill compared no tables: none of production's tables ({missing}"
-                f"{more}) are in `{source_name}` as restored to {instant}, so nothing was "
+                f"{more}) are in `{source}` as restored to {instant}, so nothing was "
                 "verified.",
                 f"If those tables were created less than {age} ago, they did not exist at the "
                 "target instant: run the drill again once they are older than DRILL_TARGET_AGE "
                 f"({age}). Otherwise a point-in-time restore is not giving your data back: "
                 "investigate now (the restore window, the default branch) before you need it.")
     if report.compared_tables == 0:
-        return (f"The drill compared no tables: production (`{source_name}`) has no tables, "
+        return (f"The drill compared no tables: production (`{source}`) has no tables, "
                 "so nothing was verified.",
                 "Check that NEON_PROJECT_ID names the production project and that its "
                 "default branch holds the data; a drill that compares nothing proves nothing.")

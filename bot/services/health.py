@@ -40,6 +40,7 @@ from bot.domain.audit import AuditEntry, AuditEvent
 from bot.domain.backups import UNFINISHED_BACKUP_STATUSES, Backup, BackupStatus
 from bot.domain.health import Check, Level, Thresholds
 from bot.domain.requests import ChangeRequest, RequestState
+from bot.domain.text import escape
 from bot.neon.errors import NeonError
 from bot.neon.models import Branch, Project
 from bot.services.alerts import JobResult
@@ -129,7 +130,7 @@ class HealthService:
                 problems.append(f"{what}: {explain_neon_error(error)}")
             except Exception as error:  # a source that fails must not hide the others
                 log.exception("health: could not read %s", what)
-                problems.append(f"{what}: {type(error).__name__}: {error}")
+                problems.append(f"{what}: {escape(f'{type(error).__name__}: {error}')}")
             return None
 
         project = read("the project", self.neon.get_project)
@@ -169,7 +170,7 @@ class HealthService:
             return rules.check_storage(None, quota, t)
         largest = max(sized, key=lambda b: (b.logical_size or 0, b.name))
         check = rules.check_storage(largest.logical_size, quota, t)
-        return replace(check, value=f"{check.value}, largest branch `{largest.name}`")
+        return replace(check, value=f"{check.value}, largest branch `{escape(largest.name)}`")
 
     def _failed_and_stuck(self, now: datetime) -> tuple[int, int]:
         stuck_after = timedelta(minutes=self.thresholds.stuck_after_minutes)
