@@ -14,9 +14,9 @@ import pytest
 
 from bot.domain.backups import BackupStatus, check_deletable, parse_backup_command
 from bot.domain.drills import DrillState, DrillStep, parse_drill_command
+from bot.domain.echo import echo
 from bot.domain.errors import InvalidInput, LifeguardError, NotAllowed
 from bot.domain.health import Check, Level
-from bot.domain.instants import echo
 from bot.domain.requests import Approval, Plan, RequestAction, RequestState, Step
 from bot.domain.restores import parse_restore_command
 from bot.domain.retention import PruneCandidate, PrunePlan, RetentionPolicy
@@ -40,7 +40,7 @@ from bot.services.alerts import Alert, Alerts, backup_failure, request_failure
 from bot.services.backups import BackupListing, Listing
 from bot.services.drills import DrillOverview, _verification_failure
 from bot.services.neon_errors import explain_neon_error
-from bot.services.scheduled_backups import PruneOutcome, PruneView
+from bot.services.scheduled_backups import PruneView
 from bot.services.verification import verify_branch
 from handlers import blocks, drill_blocks, health_blocks, restore_blocks
 from handlers.answers import failure_text
@@ -462,11 +462,16 @@ def test_the_prune_plan_and_its_outcome_show_branch_names_as_text():
     message = health_blocks.prune_plan(view)
     assert_shows_as_text(message)
     buttons = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    assert [b["text"] for b in buttons] == [{"type": "plain_text", "text": "Delete 1 backup"},
-                                            {"type": "plain_text", "text": "Cancel"}]
-    outcome = PruneOutcome(view, (HOSTILE,), ((HOSTILE, explain_neon_error(
-        NeonConflict(HOSTILE, status=409))),), (HOSTILE,))
-    assert_shows_as_text(health_blocks.prune_outcome(outcome))
+    assert [b["text"] for b in buttons] == [
+        {"type": "plain_text", "text": "Ask a second person to delete 1 backup"},
+        {"type": "plain_text", "text": "Cancel"}]
+
+
+def test_a_prune_request_card_shows_branch_names_as_text():
+    request = hostile_request(RequestState.PENDING, RequestAction.PRUNE_BACKUPS)
+    plan = replace(request.plan, branches=(HOSTILE,))
+    card = restore_blocks.request_card(replace(request, plan=plan, plan_hash=plan.hash()))
+    assert_shows_as_text(card)
 
 
 def test_a_health_check_value_is_shown_as_composed():
