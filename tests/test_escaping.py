@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from bot.domain.backups import BackupStatus, check_deletable, parse_backup_command
-from bot.domain.drills import DrillState, DrillStep, parse_drill_command
+from bot.domain.drills import DrillState, DrillStep, parse_drill_command, verification_failure
 from bot.domain.echo import echo
 from bot.domain.errors import InvalidInput, LifeguardError, NotAllowed
 from bot.domain.health import Check, Level
@@ -38,7 +38,7 @@ from bot.neon.errors import (
 from bot.neon.models import Operation
 from bot.services.alerts import Alert, Alerts, backup_failure, request_failure
 from bot.services.backups import BackupListing, Listing
-from bot.services.drills import DrillOverview, _verification_failure
+from bot.services.drills import DrillOverview
 from bot.services.neon_errors import explain_neon_error
 from bot.services.scheduled_backups import PruneView
 from bot.services.verification import verify_branch
@@ -299,7 +299,7 @@ def hostile_drill() -> Any:
                     step_timings={"create_branch": 1.0, "wait_branch": 2.0, "verify": 3.0},
                     verification=report.to_dict(), summary=report.summary(),
                     failed_step=DrillStep.VERIFY, finished_at=T0)
-    error, advice = _verification_failure(report, drill, HOSTILE, timedelta(days=1))
+    error, advice = verification_failure(report, drill, HOSTILE, timedelta(days=1))
     cleanup = (f"The drill branch `{drill.branch_name}` could not be deleted: "
                f"{explain_neon_error(NeonConflict(HOSTILE, status=409))}")
     return replace(drill, error=error, next_step=advice, cleanup_error=cleanup)
@@ -321,12 +321,12 @@ def test_a_drill_report_shows_branch_tables_and_errors_as_text():
 def test_a_drill_that_compared_nothing_names_the_tables_and_branch_as_text(missing):
     report = replace(hostile_report(), compared_tables=0, tables=(),
                      missing_in_target=missing)
-    error, advice = _verification_failure(report, make_drill(), HOSTILE, timedelta(hours=1))
+    error, advice = verification_failure(report, make_drill(), HOSTILE, timedelta(hours=1))
     message = drill_blocks.drill_card(replace(make_drill(), state=DrillState.FAILED,
                                               error=error, next_step=advice))
     assert_shows_as_text(message)
     unfinished = replace(report, error=HOSTILE)
-    error, _ = _verification_failure(unfinished, make_drill(), "main", timedelta(hours=1))
+    error, _ = verification_failure(unfinished, make_drill(), "main", timedelta(hours=1))
     assert error == f"Verification could not finish: {HOSTILE_SHOWN}"
 
 

@@ -27,8 +27,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidInput
 from bot.domain.text import escape
+from bot.domain.verification import VerificationReport
 
 DRILL_PREFIX = "drill-"
 # `drill-YYYYMMDD-HHMMSS`, with `-` and 4 characters of the drill id added when a drill
@@ -269,3 +271,48 @@ def parse_drill_command(text: str) -> DrillCommand:
         raise InvalidInput(f"`/drill {subcommand}` takes nothing after it (got "
                            f"`{_shown(' '.join(words[1:]))}`).\n{DRILL_USAGE}")
     return parsed
+
+
+# --- what a drill found, in words (bot.services.drills) --------------------------------
+
+
+def restored_timestamps(report: VerificationReport) -> list[str | None]:
+    """Every newest `…_at` value read on the restored (target) side."""
+    return [target for table in report.tables for (_, target) in table.newest.values()]
+
+
+def verification_failure(report: VerificationReport, drill: Drill, source_name: str,
+                          target_age: timedelta) -> tuple[str, str]:
+    """(what failed, what to do next) for a verification that did not pass: mrkdwn-ready,
+    with the names and messages from Neon and PostgreSQL escaped."""
+    instant = utc_text(drill.target_instant)
+    age = format_duration(target_age)
+    source = escape(source_name)
+    if report.error:
+        return (f"Verification could not finish: {escape(report.error)}",
+                "Check that Lifeguard can reach Neon's computes (`python -m bot doctor`), "
+                "then run `/drill start` again.")
+    if report.compared_tables == 0 and report.missing_in_target:
+        missing = ", ".join(escape(name) for name in report.missing_in_target[:5])
+        more = (f" and {len(report.missing_in_target) - 5} more"
+                if len(report.missing_in_target) > 5 else "")
+        return (f"The drill compared no tables: none of production's tables ({missing}"
+                f"{more}) are in `{source}` as restored to {instant}, so nothing was "
+                "verified.",
+                f"If those tables were created less than {age} ago, they did not exist at the "
+                "target instant: run the drill again once they are older than DRILL_TARGET_AGE "
+                f"({age}). Otherwise a point-in-time restore is not giving your data back: "
+                "investigate now (the restore window, the default branch) before you need it.")
+    if report.compared_tables == 0:
+        return (f"The drill compared no tables: production (`{source}`) has no tables, "
+                "so nothing was verified.",
+                "Check that NEON_PROJECT_ID names the production project and that its "
+                "default branch holds the data; a drill that compares nothing proves nothing.")
+    return (f"Verification failed: {report.summary()}",
+            "Look at what is listed as missing or failed above: a restore to this instant "
+            "would not give that back. Fix the cause (or the VERIFY_CHECKS check), then run "
+            "`/drill start` again.")
+
+
+def utc_text(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -38,14 +38,16 @@ from bot.domain.drills import (
     is_drill_name,
     new_drill_id,
     newest_before,
+    restored_timestamps,
     rpo_seconds,
     rto_seconds,
     seconds_between,
+    utc_text,
+    verification_failure,
 )
 from bot.domain.durations import format_duration, humanize_age
 from bot.domain.errors import Conflict, DuplicateDrill, NotFound
 from bot.domain.text import escape
-from bot.domain.verification import VerificationReport
 from bot.neon.errors import (
     NeonError,
     NeonNotFound,
@@ -191,7 +193,7 @@ class DrillService:
         window = timedelta(seconds=project.history_retention_seconds)
         if drill.target_instant < self.now() - window:
             return self._step_failed(
-                drill, f"The target instant {_utc_text(drill.target_instant)} is outside the "
+                drill, f"The target instant {utc_text(drill.target_instant)} is outside the "
                 f"project's restore window ({humanize_age(window)}); Neon cannot restore it.",
                 next_step=f"Set DRILL_TARGET_AGE (now {format_duration(self.target_age)}) "
                 f"shorter than the restore window ({humanize_age(window)}), or lengthen the "
@@ -239,7 +241,7 @@ class DrillService:
                                branch_connection_uri(self.neon, drill.source_branch_id),
                                compared_with=f"{source_name} (live)", allow_differences=True)
         now = self.now()
-        newest = newest_before(_restored_timestamps(report), drill.target_instant)
+        newest = newest_before(restored_timestamps(report), drill.target_instant)
         rpo = rpo_seconds(drill.target_instant, newest)
         ok = report.ok and report.compared_tables > 0
         summary = report.summary()
@@ -254,7 +256,7 @@ class DrillService:
             verified = replace(verified, rto_seconds=rto_seconds(drill.started_at, now))
             details["rto_seconds"] = verified.rto_seconds
         else:
-            error, advice = _verification_failure(report, drill, source_name, self.target_age)
+            error, advice = verification_failure(report, drill, source_name, self.target_age)
             verified = replace(verified, error=error, failed_step=DrillStep.VERIFY,
                                next_step=advice)
             details["error"] = error
@@ -372,48 +374,3 @@ class DrillService:
 
     def audit(self, drill_id: str) -> list[AuditEntry]:
         return self.store.audit_for(drill_id)
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _restored_timestamps(report: VerificationReport) -> list[str | None]:
-    """Every newest `…_at` value read on the restored (target) side."""
-    return [target for table in report.tables for (_, target) in table.newest.values()]
-
-
-def _verification_failure(report: VerificationReport, drill: Drill, source_name: str,
-                          target_age: timedelta) -> tuple[str, str]:
-    """(what failed, what to do next) for a verification that did not pass: mrkdwn-ready,
-    with the names and messages from Neon and PostgreSQL escaped."""
-    instant = _utc_text(drill.target_instant)
-    age = format_duration(target_age)
-    source = escape(source_name)
-    if report.error:
-        return (f"Verification could not finish: {escape(report.error)}",
-                "Check that Lifeguard can reach Neon's computes (`python -m bot doctor`), "
-                "then run `/drill start` again.")
-    if report.compared_tables == 0 and report.missing_in_target:
-        missing = ", ".join(escape(name) for name in report.missing_in_target[:5])
-        more = (f" and {len(report.missing_in_target) - 5} more"
-                if len(report.missing_in_target) > 5 else "")
-        return (f"The drill compared no tables: none of production's tables ({missing}"
-                f"{more}) are in `{source}` as restored to {instant}, so nothing was "
-                "verified.",
-                f"If those tables were created less than {age} ago, they did not exist at the "
-                "target instant: run the drill again once they are older than DRILL_TARGET_AGE "
-                f"({age}). Otherwise a point-in-time restore is not giving your data back: "
-                "investigate now (the restore window, the default branch) before you need it.")
-    if report.compared_tables == 0:
-        return (f"The drill compared no tables: production (`{source}`) has no tables, "
-                "so nothing was verified.",
-                "Check that NEON_PROJECT_ID names the production project and that its "
-                "default branch holds the data; a drill that compares nothing proves nothing.")
-    return (f"Verification failed: {report.summary()}",
-            "Look at what is listed as missing or failed above: a restore to this instant "
-            "would not give that back. Fix the cause (or the VERIFY_CHECKS check), then run "
-            "`/drill start` again.")
-
-
-def _utc_text(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
