@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+from abc import ABC, abstractmethod
 from contextlib import suppress
 from typing import IO
 
@@ -115,3 +116,32 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
     process.wait()
+
+
+class PyrageWriter(ABC):
+    """A writable pyrage encrypts or decrypts into. A failure of what it writes to is kept
+    and raised again on pyrage's later flush, so the first error is the one reported
+    (pyrage would reword it). Subclasses say where the bytes go (`deliver`)."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
+        try:
+            self.deliver(data)
+        except BaseException as error:
+            self.error = error
+            raise
+        return len(data)
+
+    @abstractmethod
+    def deliver(self, data: bytes) -> None:
+        """Pass `data` on; raise if it cannot be."""
+
+    def flush(self) -> None:  # noqa: B027 - nothing is buffered here, on purpose
+        """Written through as it arrives."""

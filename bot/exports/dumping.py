@@ -29,6 +29,7 @@ from bot.domain.export_manifest import TableRows
 from bot.domain.exports import check_recipients
 from bot.exports.children import (
     READ_SIZE,
+    PyrageWriter,
     StderrReader,
     child_environment,
     client_connection,
@@ -174,37 +175,24 @@ def _postgres_message(error: psycopg.Error, uri: str) -> str:
 # Dump.
 
 
-class _Digesting:
+class _Digesting(PyrageWriter):
     """The encrypted stream on its way to the sink: SHA-256, size and progress."""
 
     def __init__(self, sink: Sink, progress: Progress | None) -> None:
+        super().__init__()
         self.sink = sink
         self.progress = progress
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self.error: BaseException | None = None  # the sink's, which pyrage would reword
         self._reported = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:
-        if self.error is not None:  # pyrage flushes again after a failure: say it once
-            raise self.error
-        try:
-            self.sink.write(data)
-        except BaseException as error:
-            self.error = error
-            raise
+    def deliver(self, data: bytes) -> None:
+        self.sink.write(data)  # the sink sends parts as they fill
         self.sha256.update(data)
         self.size += len(data)
         if self.progress and self.size - self._reported >= PROGRESS_EVERY:
             self._reported = self.size
             self.progress(self.size)
-        return len(data)
-
-    def flush(self) -> None:
-        """pyrage flushes its writer; the sink sends parts as they fill."""
 
 
 @dataclass(frozen=True)

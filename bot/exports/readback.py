@@ -23,6 +23,7 @@ import zstandard
 from bot.domain.export_errors import ExportError, RestoreFailed, VerificationFailed
 from bot.exports.children import (
     READ_SIZE,
+    PyrageWriter,
     StderrReader,
     child_environment,
     client_connection,
@@ -88,31 +89,18 @@ class _Hashing:
             pass
 
 
-class _ToChild:
+class _ToChild(PyrageWriter):
     """Decrypted bytes, decompressed into a child's stdin. A child that stops reading
     (it failed) is remembered rather than reworded by pyrage."""
 
     def __init__(self, stdin: IO[bytes]) -> None:
+        super().__init__()
         self._stdin = stdin
         self._decompressor = zstandard.ZstdDecompressor().stream_writer(
             stdin, closefd=False)
-        self.error: BaseException | None = None
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:
-        if self.error is not None:  # pyrage flushes again after a failure: say it once
-            raise self.error
-        try:
-            self._decompressor.write(data)
-        except BaseException as error:
-            self.error = error
-            raise
-        return len(data)
-
-    def flush(self) -> None:
-        """Written through as it arrives."""
+    def deliver(self, data: bytes) -> None:
+        self._decompressor.write(data)
 
 
 def _into_child(source: Source, identities: list[pyrage.x25519.Identity],
