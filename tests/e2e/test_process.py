@@ -55,7 +55,8 @@ def test_doctor_is_all_green_against_the_fakes(bot_env, neon, slack):
     result = run_bot_command(["doctor"], bot_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All green." in result.stdout
-    for part in ("Settings", "Slack", "APPROVALS_CHANNEL", "ALERTS_CHANNEL", "Neon", "Store"):
+    for part in ("Settings", "Slack", "APPROVALS_CHANNEL", "ALERTS_CHANNEL", "Neon", "pg_dump",
+                 "Store"):
         assert f"[ok  ] {part}" in result.stdout
 
 
