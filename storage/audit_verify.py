@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 
 from bot.domain.audit import GENESIS_HASH, AuditEntry, ChainBreak, find_chain_break
 from storage.db import is_postgresql
@@ -145,6 +145,17 @@ def _stream_rows(engine: Engine, start: int, fetch_size: int) -> Iterator[tuple[
                 connection.rollback()
 
 
+def entry_of(row: Row[Any]) -> AuditEntry:
+    """A stored row as an audit entry; ValueError or TypeError when it was edited into
+    something that cannot be one."""
+    details = json.loads(row.details)
+    if not isinstance(details, dict):
+        raise ValueError("details is not a JSON object")
+    return AuditEntry(seq=row.seq, created_at=row.created_at, actor=row.actor,
+                      action=row.action, subject=row.subject, details=details,
+                      prev_hash=row.prev_hash, hash=row.hash)
+
+
 def _reference_check(engine: Engine, seq: int, prev_hash: str,
                      expected_seq: int) -> tuple[AuditEntry | None, ChainBreak | None]:
     """The entry at `seq` read and judged the reference way: (the entry, None) when it
@@ -152,12 +163,7 @@ def _reference_check(engine: Engine, seq: int, prev_hash: str,
     try:
         with engine.connect() as conn:  # converting the row may fail, as for an edit
             row = conn.execute(select(audit_entries).where(audit_entries.c.seq == seq)).one()
-        details = json.loads(row.details)
-        if not isinstance(details, dict):
-            raise ValueError("details is not a JSON object")
-        entry = AuditEntry(seq=row.seq, created_at=row.created_at, actor=row.actor,
-                           action=row.action, subject=row.subject, details=details,
-                           prev_hash=row.prev_hash, hash=row.hash)
+        entry = entry_of(row)
     except (ValueError, TypeError) as exc:
         return None, ChainBreak(seq, f"it cannot be read ({exc}); it was edited")
     broken = find_chain_break([entry], prev_hash, expected_seq)

@@ -45,10 +45,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg.errors
-from sqlalchemy import Engine, Row, insert, select, text
+from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 
@@ -67,7 +67,7 @@ from bot.domain.requests import (
     Plan,
     check_transition,
 )
-from storage.audit_verify import verify_chain
+from storage.audit_verify import entry_of, verify_chain
 from storage.db import create_engine_for, is_postgresql, write_connection
 from storage.migrate import upgrade_engine
 from storage.models import audit_entries, backups, change_requests, drills
@@ -204,7 +204,7 @@ class SqlStore:
             ).first(),
             write=False,
         )
-        return None if row is None else _entry(row)
+        return None if row is None else entry_of(row)
 
     def entries(self, since: datetime | None = None) -> Iterator[AuditEntry]:
         """Entries in seq order (those created at or after `since`), read `batch_size` at
@@ -226,7 +226,7 @@ class SqlStore:
             query = query.where(audit_entries.c.created_at >= since)
         query = query.order_by(audit_entries.c.seq).limit(limit or self.batch_size)
         rows = self.transaction(lambda conn: conn.execute(query).all(), write=False)
-        return [_entry(row) for row in rows]
+        return [entry_of(row) for row in rows]
 
     def verify(self) -> tuple[int, ChainBreak | None]:
         """(entries checked, the first break or None). The chain must start at seq 1 with
@@ -245,7 +245,7 @@ class SqlStore:
                 .order_by(audit_entries.c.seq)).all(),
             write=False,
         )
-        return [_entry(row) for row in rows]
+        return [entry_of(row) for row in rows]
 
 
 
@@ -288,15 +288,6 @@ def _details_text(event: AuditEvent) -> str:
                           ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"audit event details must be plain JSON data: {exc}") from exc
-
-
-def _entry(row: Row[Any]) -> AuditEntry:
-    details = json.loads(row.details)
-    if not isinstance(details, dict):
-        raise ValueError("details is not a JSON object")
-    return AuditEntry(seq=row.seq, created_at=row.created_at, actor=row.actor,
-                      action=row.action, subject=row.subject, details=details,
-                      prev_hash=row.prev_hash, hash=row.hash)
 
 
 def _is_transient(exc: DBAPIError, committing: bool) -> bool:
