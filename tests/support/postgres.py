@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -40,10 +41,32 @@ def postgres_bindir() -> Path:
     )
 
 
+# Ports for servers the tests start, below Linux's ephemeral range (32768-60999), so an
+# outgoing connection can never take a port between our choosing it and a server binding
+# it. Each pytest-xdist worker draws from its own slice; a random start and the set of
+# ports already handed out keep suites running side by side apart.
+_LISTEN_PORTS_START, _SLICE = 12000, 2000
+_SLICES = 10
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, not handed out before in this process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = _LISTEN_PORTS_START + (int(worker) if worker.isdigit() else 0) % _SLICES * _SLICE
+    start = random.randrange(_SLICE)
+    for offset in range(_SLICE):
+        port = first + (start + offset) % _SLICE
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + _SLICE - 1}")
 
 
 class PostgresServer:
