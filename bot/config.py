@@ -123,6 +123,53 @@ def _check_database_url(value: str) -> str:
     return value
 
 
+def _empty_is_unset(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _check_export_url(value: str | None) -> str | None:
+    if value is not None:
+        split_export_url(value)  # ValueError says what is wrong
+    return value
+
+
+def _check_export_endpoint(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        value = tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _check_export_recipients(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    """Required with EXPORT_URL (which is declared, so checked, before): an export nobody
+    can decrypt is worthless."""
+    if not value:
+        if info.data.get("export_url") is not None:
+            raise PydanticCustomError("missing", "Field required")
+        return value
+    if any(key.upper().startswith("AGE-SECRET-KEY-") for key in value):  # never echoed
+        raise ValueError("it holds an age secret key (AGE-SECRET-KEY-1…); give the public "
+                         "key age1… (age-keygen -y prints it) and keep the secret one out "
+                         "of the bot's settings")
+    return check_recipients(value)  # ValueError naming the first malformed key
+
+
+def _check_export_identity(value: str | None) -> str | None:
+    if value is None:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{value!r} is not a file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{value!r} cannot be read by this process")
+    return str(path)
+
+
 Duration = Annotated[timedelta, NoDecode]
 IdList = Annotated[tuple[str, ...], NoDecode]
 
@@ -310,58 +357,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
         return value.upper()
 
-    @field_validator("export_url", "export_s3_endpoint", "export_identity", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("export_url")
-    @classmethod
-    def _export_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            split_export_url(value)  # ValueError says what is wrong
-        return value
-
-    @field_validator("export_s3_endpoint")
-    @classmethod
-    def _export_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value
-
-    @field_validator("export_recipients", mode="before")
-    @classmethod
-    def _recipient_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("export_recipients")
-    @classmethod
-    def _recipients(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        if not value:
-            if info.data.get("export_url") is not None:
-                raise PydanticCustomError(
-                    "missing", "Field required")  # an export nobody can decrypt is worthless
-            return value
-        secret = next((key for key in value if key.upper().startswith("AGE-SECRET-KEY-")), None)
-        if secret is not None:  # never echoed: it is the private half
-            raise ValueError("it holds an age secret key (AGE-SECRET-KEY-1…); give the public "
-                             "key age1… (age-keygen -y prints it) and keep the secret one out "
-                             "of the bot's settings")
-        return check_recipients(value)  # ValueError naming the first malformed key
-
-    @field_validator("export_identity")
-    @classmethod
-    def _identity(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ValueError(f"{value!r} is not a file")
-        if not os.access(path, os.R_OK):
-            raise ValueError(f"{value!r} cannot be read by this process")
-        return str(path)
+    _export_empty = field_validator("export_url", "export_s3_endpoint", "export_identity",
+                                    mode="before")(_empty_is_unset)
+    _export_url = field_validator("export_url")(_check_export_url)
+    _export_endpoint = field_validator("export_s3_endpoint")(_check_export_endpoint)
+    _recipient_list = field_validator("export_recipients", mode="before")(_comma_list)
+    _recipients = field_validator("export_recipients")(_check_export_recipients)
+    _identity = field_validator("export_identity")(_check_export_identity)
 
     @field_validator("slack_signing_secret")
     @classmethod
@@ -432,5 +434,35 @@ class StoreSettings(BaseSettings):
 def load_store_settings() -> StoreSettings:
     try:
         return StoreSettings()
+    except ValidationError as error:
+        raise SettingsError([_problem(e) for e in error.errors()]) from None
+
+
+class ExportSettings(BaseSettings):
+    """Only what `python -m bot export …` needs: the export bucket and the project, so
+    exports can be listed, checked and restored with Slack, Neon and the store all gone."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False,
+                                      hide_input_in_errors=True)
+
+    neon_project_id: str
+    export_url: str | None = None
+    export_s3_endpoint: str | None = None
+    export_recipients: IdList = Field(default=(), validate_default=True)
+    export_identity: str | None = None
+
+    _export_empty = field_validator("export_url", "export_s3_endpoint", "export_identity",
+                                    mode="before")(_empty_is_unset)
+    _export_url = field_validator("export_url")(_check_export_url)
+    _export_endpoint = field_validator("export_s3_endpoint")(_check_export_endpoint)
+    _recipient_list = field_validator("export_recipients", mode="before")(_comma_list)
+    _recipients = field_validator("export_recipients")(_check_export_recipients)
+    _identity = field_validator("export_identity")(_check_export_identity)
+
+
+def load_export_settings() -> ExportSettings:
+    try:
+        return ExportSettings()
     except ValidationError as error:
         raise SettingsError([_problem(e) for e in error.errors()]) from None

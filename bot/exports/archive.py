@@ -8,8 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import botocore.exceptions
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from bot.domain.export_archive import DatabaseDump, ExportCheck, FileCheck, FoundExport
 from bot.domain.export_errors import ExportError, InvalidManifest, ObjectStoreError
@@ -38,6 +41,16 @@ NO_IDENTITY = ("EXPORT_IDENTITY is not set: restoring from an export needs the a
                "file of one of EXPORT_RECIPIENTS' keys")
 
 
+class ExportSettings(Protocol):
+    """What the archive reads of bot.config's Settings (or ExportSettings)."""
+
+    neon_project_id: str
+    export_url: str | None
+    export_s3_endpoint: str | None
+    export_recipients: tuple[str, ...]
+    export_identity: str | None
+
+
 class Archive:
     """A project's exports under EXPORT_URL."""
 
@@ -51,10 +64,13 @@ class Archive:
         self._find_tools = find
 
     @classmethod
-    def from_settings(cls, *, export_url: str, endpoint_url: str | None, project_id: str,
-                      recipients: Sequence[str], identity: str | None) -> Archive:
-        return cls(ObjectStore(export_url, endpoint_url=endpoint_url), project_id=project_id,
-                   recipients=recipients, identity=identity)
+    def from_settings(cls, settings: ExportSettings) -> Archive | None:
+        """The export bucket of bot.config's settings; None while exports are off."""
+        if settings.export_url is None:
+            return None
+        return cls(ObjectStore(settings.export_url, endpoint_url=settings.export_s3_endpoint),
+                   project_id=settings.neon_project_id, recipients=settings.export_recipients,
+                   identity=settings.export_identity)
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -83,7 +99,9 @@ class Archive:
             tools = self._find_tools(taken.server_version_num)
             self._abort_uploads(folder + file)
             with self.store.upload(folder + file) as sink:
-                result = dump(uri, database, snapshot_id=taken.snapshot_id,
+                # The URI names the database as the server knows it; `database` is the
+                # name the export files it under (the same on Neon).
+                result = dump(uri, _dbname(uri) or database, snapshot_id=taken.snapshot_id,
                               recipients=self._recipients, sink=sink, tools=tools,
                               progress=progress)
                 sink.complete()
@@ -211,3 +229,10 @@ class Archive:
             raise ValueError(f"{folder!r} is not an export folder of project "
                              f"{self.project_id}")
         return folder
+
+
+def _dbname(uri: str) -> str | None:
+    try:
+        return conninfo_to_dict(uri).get("dbname") or None
+    except psycopg.Error:
+        return None
