@@ -7,6 +7,8 @@
     python -m bot audit export [--format jsonl|csv] [--since DATE] [--output FILE]
     python -m bot run-job <name>        run one scheduled job once now (scheduled_backup,
                                         prune, health_report, approval_reminders, …)
+    python -m bot export list           finished exports in EXPORT_URL (no Slack, Neon or store)
+    python -m bot export verify <id>    read an export back against its manifest; exit 1 if not
 """
 
 from __future__ import annotations
@@ -136,6 +138,32 @@ def run_job(name: str) -> int:
     return 0 if result.ok else 1
 
 
+def export_command(action: str, export_id: str | None) -> int:
+    """`export list` and `export verify <id>`, from the bucket alone; exit 1 when an export
+    does not match its manifest, 2 when it cannot be read at all."""
+    from bot.config import load_export_settings
+    from bot.domain.export_errors import ExportError
+    from bot.exports import Archive
+    from bot.services.export_reports import list_report, verify_report
+
+    archive = Archive.from_settings(load_export_settings())
+    if archive is None:
+        print("Exports are off: set EXPORT_URL (and EXPORT_RECIPIENTS) to the bucket.",
+              file=sys.stderr)
+        return 2
+    try:
+        if action == "list":
+            print(list_report(archive))
+            return 0
+        assert export_id is not None
+        passed, report = verify_report(archive, export_id)
+    except ExportError as error:
+        print(f"Cannot read the exports: {error}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Lifeguard")
     commands = parser.add_subparsers(dest="command")
@@ -153,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     job = commands.add_parser("run-job", help="run one scheduled job once, now")
     job.add_argument("name", help="scheduled_backup, prune, health_report, "
                                   "approval_reminders, drill_reminder, reconcile, …")
+    exports = commands.add_parser("export", help="exports in EXPORT_URL, without Slack, "
+                                  "Neon or the store").add_subparsers(dest="export")
+    exports.add_parser("list", help="finished exports, oldest first")
+    exports.add_parser("verify", help="read an export back against its manifest").add_argument(
+        "export_id", help="the export id, as `export list` shows it")
     args = parser.parse_args(argv)
     try:
         if args.command in (None, "serve"):
@@ -168,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             return audit_verify()
         if args.command == "audit" and args.audit == "export":
             return audit_export(args.format, args.since, args.output)
+        if args.command == "export" and args.export in ("list", "verify"):
+            return export_command(args.export, getattr(args, "export_id", None))
         parser.print_help()
         return 2
     except SettingsError as error:

@@ -25,8 +25,9 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.background import Background
 from bot.config import Settings
 from bot.domain.backups import BackupStatus
+from bot.domain.export_jobs import ExportState
 from bot.domain.retention import RetentionPolicy
-from bot.exports import tools_summary
+from bot.exports import Archive, tools_summary
 from bot.leadership import Leadership
 from bot.metrics import Metrics, WorkFigures
 from bot.neon import NeonClient
@@ -44,8 +45,16 @@ from bot.services.alerts import (
     JobResult,
 )
 from bot.services.backups import BackupService
-from bot.services.doctor import Check, check_neon, check_pg_dump, check_slack, check_store
+from bot.services.doctor import (
+    Check,
+    check_exports,
+    check_neon,
+    check_pg_dump,
+    check_slack,
+    check_store,
+)
 from bot.services.drills import DrillService
+from bot.services.exports import ExportService
 from bot.services.health import HealthService
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
@@ -55,6 +64,7 @@ from handlers import wiring
 from handlers.backup import SlackBackupNotifier
 from handlers.directory import SlackDirectory
 from handlers.drill import SlackDrillNotifier, post_drill_reminder
+from handlers.export import SlackExportNotifier
 from handlers.health_blocks import SlackOpsNotifier
 from handlers.restore import SlackRequestNotifier
 from storage import SqlStore, write_audit_export
@@ -120,6 +130,7 @@ class Lifeguard:
     scheduled: ScheduledBackups
     reminders: ApprovalReminders
     metrics: Metrics
+    exports: ExportService
     leadership: Leadership = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +151,7 @@ class Lifeguard:
             "health_report": self.run_health_report,
             "drill_reminder": self.run_drill_reminder,
             "approval_reminders": self.run_approval_reminders,
+            "scheduled_export": self.run_scheduled_export,
         }.items()}
 
     def counted(self, name: str, handler: Callable[[], object]) -> object:
@@ -157,7 +169,8 @@ class Lifeguard:
         self.restores.expire_due()
         for work, unfinished in ((self.restores.work, self.restores.runnable()),
                                  (self.backups.work, self.backups.unfinished()),
-                                 (self.drills.work, self.drills.runnable())):
+                                 (self.drills.work, self.drills.runnable()),
+                                 (self.exports.work, self.exports.unfinished())):
             for item in unfinished:
                 self.background.run(partial(work.advance, item.id, patient=True),
                                     f"reconcile {work.kind.name} {item.id}")
@@ -172,6 +185,9 @@ class Lifeguard:
 
     def run_health_report(self) -> JobResult:
         return self.alerts.run_job("health", self.health.job)
+
+    def run_scheduled_export(self) -> JobResult:
+        return self.alerts.run_job("export", self.exports.scheduled_job)
 
     def run_approval_reminders(self) -> JobResult:
         return self.alerts.run_job("reminders", self.reminders.job)
@@ -256,15 +272,22 @@ def build(settings: Settings) -> Lifeguard:
         policy=RetentionPolicy(settings.retention_daily, settings.retention_weekly,
                                settings.retention_monthly))
     reminders = ApprovalReminders(store, ops, alerts, after=settings.approval_reminder_after)
+    exports = ExportService(
+        store, neon, Archive.from_settings(settings), SlackExportNotifier(client), alerts,
+        project_id=settings.neon_project_id, zone=ZoneInfo(settings.schedule_timezone),
+        policy=RetentionPolicy(0, settings.export_retention_weekly,
+                               settings.export_retention_monthly),
+        worker_id=worker_id)
 
     wiring.install(bolt, wiring.Services(
         backups=backups, restores=restores, drills=drills, health=health, scheduled=scheduled,
         describe_schedule=partial(describe_schedule, settings), run_later=background.run,
-        approvals_channel=settings.approvals_channel, alerts_channel=settings.alerts_channel))
+        approvals_channel=settings.approvals_channel, alerts_channel=settings.alerts_channel,
+        exports=exports))
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
                      backups=backups, restores=restores, drills=drills, background=background,
                      alerts=alerts, health=health, scheduled=scheduled, reminders=reminders,
-                     metrics=metrics)
+                     metrics=metrics, exports=exports)
 
 
 # --- pieces of the wiring ------------------------------------------------------------
@@ -316,6 +339,7 @@ def work_figures(store: SqlStore) -> WorkFigures:
     """What /metrics reads from the store at each scrape."""
     newest_backup = store.backups.list((BackupStatus.READY,), limit=1)
     last_drill = store.drills.last_successful()
+    newest_export = store.exports.list((ExportState.SUCCEEDED,), limit=1)
     return WorkFigures(
         requests={(action.value, state.value): n
                   for (action, state), n in store.requests.counts("action", "state").items()},
@@ -324,6 +348,8 @@ def work_figures(store: SqlStore) -> WorkFigures:
         last_success={
             "backup": newest_backup[0].created_at if newest_backup else None,
             "drill": (last_drill.finished_at or last_drill.updated_at) if last_drill else None,
+            "export": (newest_export[0].finished_at or newest_export[0].updated_at)
+            if newest_export else None,
         })
 
 
@@ -353,6 +379,9 @@ def doctor_checks(settings: Settings) -> list[Check]:
         except Exception:  # check_neon has said why already
             server_major = None
     checks.append(check_pg_dump(tools_summary, server_major))
+    archive = Archive.from_settings(settings)
+    checks.append(check_exports(archive and archive.check, archive.where() if archive else "",
+                                len(settings.export_recipients), bool(settings.export_identity)))
     try:
         store = SqlStore(settings.database_url, migrate=False)
     except Exception as error:

@@ -12,8 +12,10 @@ rather than starting a bot that fails at every call to Slack or Neon.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.domain.durations import DURATION_FORMAT, parse_duration
+from bot.domain.exports import check_recipients, split_export_url
 
 # Matched whole (`fullmatch`): a trailing newline is not part of an id or a token.
 USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -73,6 +76,18 @@ DESCRIPTIONS: dict[str, str] = {
     "RETENTION_MONTHLY": "monthly backups kept, a whole number from 0",
     "DRILL_TARGET_AGE": f"how far back a drill restores: {DURATION_FORMAT}",
     "APPROVAL_REMINDER_AFTER": f"when approvers are reminded once: {DURATION_FORMAT}",
+    "EXPORT_URL": "where exports go: s3://bucket or s3://bucket/prefix (any S3-compatible "
+                  "store); unset turns exports off",
+    "EXPORT_S3_ENDPOINT": "the endpoint of a non-AWS S3 store (R2, MinIO, B2), an http(s) URL "
+                          "such as https://<account>.r2.cloudflarestorage.com",
+    "EXPORT_RECIPIENTS": "a comma list of age public keys (age1…, from age-keygen); every "
+                         "export is readable by each",
+    "EXPORT_IDENTITY": "the path of an age identity file (AGE-SECRET-KEY-1…), needed only to "
+                       "restore from or fully check an export",
+    "EXPORT_SCHEDULE": "when scheduled exports run: a 5-field cron expression, such as "
+                       "0 2 * * 0",
+    "EXPORT_RETENTION_WEEKLY": "weekly exports kept, a whole number from 0",
+    "EXPORT_RETENTION_MONTHLY": "monthly exports kept, a whole number from 0",
 }
 
 
@@ -106,6 +121,53 @@ def _check_database_url(value: str) -> str:
     if not value.startswith(DATABASE_URL_PREFIXES):
         raise ValueError("it must start with " + ", ".join(DATABASE_URL_PREFIXES))
     return value
+
+
+def _empty_is_unset(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _check_export_url(value: str | None) -> str | None:
+    if value is not None:
+        split_export_url(value)  # ValueError says what is wrong
+    return value
+
+
+def _check_export_endpoint(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        value = tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _check_export_recipients(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    """Required with EXPORT_URL (which is declared, so checked, before): an export nobody
+    can decrypt is worthless."""
+    if not value:
+        if info.data.get("export_url") is not None:
+            raise PydanticCustomError("missing", "Field required")
+        return value
+    if any(key.upper().startswith("AGE-SECRET-KEY-") for key in value):  # never echoed
+        raise ValueError("it holds an age secret key (AGE-SECRET-KEY-1…); give the public "
+                         "key age1… (age-keygen -y prints it) and keep the secret one out "
+                         "of the bot's settings")
+    return check_recipients(value)  # ValueError naming the first malformed key
+
+
+def _check_export_identity(value: str | None) -> str | None:
+    if value is None:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{value!r} is not a file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{value!r} cannot be read by this process")
+    return str(path)
 
 
 Duration = Annotated[timedelta, NoDecode]
@@ -152,10 +214,23 @@ class Settings(BaseSettings):
     retention_monthly: int = Field(default=12, ge=0)
     drill_target_age: Duration = timedelta(hours=24)
     approval_reminder_after: Duration = timedelta(minutes=10)
+    # Exports off Neon (bot/exports). Off while EXPORT_URL is unset; the recipients are
+    # checked after the URL, which must come first here.
+    export_url: str | None = None
+    export_s3_endpoint: str | None = None
+    export_recipients: IdList = Field(default=(), validate_default=True)
+    export_identity: str | None = None
+    export_schedule: str = "0 2 * * 0"
+    export_retention_weekly: int = Field(default=8, ge=0)
+    export_retention_monthly: int = Field(default=12, ge=0)
 
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    @property
+    def exports_enabled(self) -> bool:
+        return self.export_url is not None
 
     def secret_values(self) -> list[str]:
         """Every secret setting's value (and the store's password), for the log filter."""
@@ -175,7 +250,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("backup_schedule", "prune_schedule", "health_schedule",
-                     "drill_reminder_schedule")
+                     "drill_reminder_schedule", "export_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         from apscheduler.triggers.cron import CronTrigger
@@ -282,6 +357,14 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
         return value.upper()
 
+    _export_empty = field_validator("export_url", "export_s3_endpoint", "export_identity",
+                                    mode="before")(_empty_is_unset)
+    _export_url = field_validator("export_url")(_check_export_url)
+    _export_endpoint = field_validator("export_s3_endpoint")(_check_export_endpoint)
+    _recipient_list = field_validator("export_recipients", mode="before")(_comma_list)
+    _recipients = field_validator("export_recipients")(_check_export_recipients)
+    _identity = field_validator("export_identity")(_check_export_identity)
+
     @field_validator("slack_signing_secret")
     @classmethod
     def _signing_secret_for_http(cls, value: SecretStr | None,
@@ -295,7 +378,7 @@ class Settings(BaseSettings):
     _placeholders = field_validator(
         "slack_bot_token", "slack_app_token", "slack_signing_secret", "neon_api_key",
         "neon_project_id", "approvals_channel", "alerts_channel", "approvers",
-        mode="before")(_refuse_placeholder)
+        "export_url", "export_recipients", mode="before")(_refuse_placeholder)
 
 
 class SettingsError(Exception):
@@ -351,5 +434,35 @@ class StoreSettings(BaseSettings):
 def load_store_settings() -> StoreSettings:
     try:
         return StoreSettings()
+    except ValidationError as error:
+        raise SettingsError([_problem(e) for e in error.errors()]) from None
+
+
+class ExportSettings(BaseSettings):
+    """Only what `python -m bot export …` needs: the export bucket and the project, so
+    exports can be listed, checked and restored with Slack, Neon and the store all gone."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False,
+                                      hide_input_in_errors=True)
+
+    neon_project_id: str
+    export_url: str | None = None
+    export_s3_endpoint: str | None = None
+    export_recipients: IdList = Field(default=(), validate_default=True)
+    export_identity: str | None = None
+
+    _export_empty = field_validator("export_url", "export_s3_endpoint", "export_identity",
+                                    mode="before")(_empty_is_unset)
+    _export_url = field_validator("export_url")(_check_export_url)
+    _export_endpoint = field_validator("export_s3_endpoint")(_check_export_endpoint)
+    _recipient_list = field_validator("export_recipients", mode="before")(_comma_list)
+    _recipients = field_validator("export_recipients")(_check_export_recipients)
+    _identity = field_validator("export_identity")(_check_export_identity)
+
+
+def load_export_settings() -> ExportSettings:
+    try:
+        return ExportSettings()
     except ValidationError as error:
         raise SettingsError([_problem(e) for e in error.errors()]) from None

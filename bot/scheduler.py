@@ -6,7 +6,8 @@ The jobs
 (`reconcile` every RECONCILE_INTERVAL, `housekeeping` every 10 min, `approval_reminders`
 every minute) or a 5-field cron expression from the settings, read in SCHEDULE_TIMEZONE
 (`scheduled_backup` BACKUP_SCHEDULE, `prune` PRUNE_SCHEDULE, `health_report`
-HEALTH_SCHEDULE, `drill_reminder` DRILL_REMINDER_SCHEDULE). `build_jobs(settings)` turns
+HEALTH_SCHEDULE, `drill_reminder` DRILL_REMINDER_SCHEDULE, `scheduled_export`
+EXPORT_SCHEDULE). `build_jobs(settings)` turns
 them into APScheduler triggers; `describe_schedule(settings, now)` says what runs when,
 for `/backup schedule`, without a scheduler.
 
@@ -75,6 +76,7 @@ class ScheduleSettings(Protocol):
     health_schedule: str
     drill_reminder_schedule: str
     reconcile_interval: timedelta
+    export_schedule: str
 
 
 # --- the jobs ------------------------------------------------------------------------
@@ -106,6 +108,9 @@ JOBS: tuple[JobDefinition, ...] = (
                   setting="drill_reminder_schedule"),
     JobDefinition("approval_reminders", "remind approvers of requests still waiting",
                   every=APPROVAL_REMINDERS_INTERVAL),
+    JobDefinition("scheduled_export", "export the default branch to EXPORT_URL, then "
+                  "delete the exports retention no longer keeps (off while EXPORT_URL is "
+                  "unset)", setting="export_schedule"),
 )
 
 

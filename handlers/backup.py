@@ -30,7 +30,9 @@ from bot.domain.backups import (
     parse_backup_command,
 )
 from bot.domain.errors import InvalidInput
+from bot.domain.export_commands import BackupExport, BackupExports
 from bot.services.backups import BackupService
+from bot.services.exports import ExportService
 from bot.services.health import HealthService
 from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
@@ -39,6 +41,7 @@ from handlers import blocks, health_blocks, ids
 from handlers import restore_blocks as restore_cards
 from handlers.answers import Asker
 from handlers.cards import CANNOT_POST_HERE, show_card
+from handlers.export import handle_export_command
 from handlers.payloads import PLAN_HASH, click, slash_command
 
 log = logging.getLogger("lifeguard.handlers.backup")
@@ -57,7 +60,7 @@ def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
                           backups: BackupService, health: HealthService,
                           scheduled: ScheduledBackups, describe_schedule: Callable[[], Any],
                           restores: RestoreService, approvals_channel: str,
-                          asker: Asker) -> None:
+                          asker: Asker, exports: ExportService | None = None) -> None:
     asked = slash_command(command)
     try:
         parsed = parse_backup_command(asked.text)
@@ -66,6 +69,8 @@ def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
         return
     if isinstance(parsed, BackupHelp):
         ack(**blocks.backup_help(parsed.problem))
+    elif isinstance(parsed, BackupExport | BackupExports):
+        handle_export_command(parsed, asked, ack, respond, exports, asker)
     elif isinstance(parsed, BackupNow):
         backup = backups.request_backup(asked.user_id, parsed.reason,
                                         channel_id=asked.channel_id,

@@ -29,6 +29,7 @@ from slack_bolt.middleware import Middleware
 from bot.domain.echo import echo
 from bot.services.backups import BackupService
 from bot.services.drills import DrillService
+from bot.services.exports import ExportService
 from bot.services.health import HealthService
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
@@ -57,6 +58,7 @@ class Services:
     run_later: RunLater  # work after the acknowledgement, on the worker pool
     approvals_channel: str
     alerts_channel: str
+    exports: ExportService | None = None  # /backup export and exports
 
 
 def install(app: App, services: Services) -> None:

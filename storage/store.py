@@ -61,7 +61,8 @@ from bot.domain.audit import (
 )
 from bot.domain.backups import Backup
 from bot.domain.drills import Drill, DrillState, check_drill_transition
-from bot.domain.errors import DuplicateBackup, DuplicateDrill, DuplicateRequest
+from bot.domain.errors import DuplicateBackup, DuplicateDrill, DuplicateExport, DuplicateRequest
+from bot.domain.export_jobs import Export, check_export_transition
 from bot.domain.requests import (
     ChangeRequest,
     Plan,
@@ -69,6 +70,7 @@ from bot.domain.requests import (
 )
 from storage.audit_verify import entry_of, verify_chain
 from storage.db import create_engine_for, is_postgresql, write_connection
+from storage.export_models import exports
 from storage.migrate import upgrade_engine
 from storage.models import audit_entries, backups, change_requests, drills
 from storage.records import EntityMap, Records, state_change
@@ -111,6 +113,7 @@ class SqlStore:
         self.backups = BackupRecords(self, BACKUPS)
         self.requests = Records(self, REQUESTS)
         self.drills = DrillRecords(self, DRILLS)
+        self.exports = Records(self, EXPORTS)
 
     @property
     def engine(self) -> Engine:
@@ -268,6 +271,8 @@ REQUESTS = EntityMap(change_requests, ChangeRequest, DuplicateRequest, state_col
 DRILLS = EntityMap(drills, Drill, DuplicateDrill, state_column="state",
                    kept=lambda drill: {"open_slot": "open" if drill.is_open else None},
                    check=state_change(check_drill_transition))
+EXPORTS = EntityMap(exports, Export, DuplicateExport, state_column="state",
+                    check=state_change(check_export_transition))
 
 
 # --- conversions -----------------------------------------------------------------------

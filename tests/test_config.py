@@ -169,3 +169,114 @@ def test_a_value_with_a_trailing_newline_is_malformed(env):
         load_settings()
     assert [p.split(" ")[0] for p in error.value.problems] == ["SLACK_BOT_TOKEN",
                                                                 "APPROVALS_CHANNEL"]
+
+
+# --- exports ---------------------------------------------------------------------------
+
+AGE_KEY = "age1" + "q" * 58
+OTHER_AGE_KEY = "age1" + "p" * 58
+
+
+@pytest.fixture
+def export_env(env, monkeypatch: pytest.MonkeyPatch):
+    for name in ("EXPORT_URL", "EXPORT_S3_ENDPOINT", "EXPORT_RECIPIENTS", "EXPORT_IDENTITY",
+                 "EXPORT_SCHEDULE", "EXPORT_RETENTION_WEEKLY", "EXPORT_RETENTION_MONTHLY"):
+        monkeypatch.delenv(name, raising=False)
+    env(**GOOD)
+    return env
+
+
+def test_exports_are_off_by_default_with_the_documented_defaults(export_env):
+    settings = load_settings()
+    assert not settings.exports_enabled
+    assert settings.export_url is None and settings.export_recipients == ()
+    assert settings.export_schedule == "0 2 * * 0"
+    assert (settings.export_retention_weekly, settings.export_retention_monthly) == (8, 12)
+
+
+def test_export_settings_are_parsed_as_written(export_env, tmp_path):
+    identity = tmp_path / "key.txt"
+    identity.write_text("AGE-SECRET-KEY-1...\n")
+    export_env(EXPORT_URL="s3://team-backups/neon/lifeguard",
+               EXPORT_S3_ENDPOINT="https://acct.r2.cloudflarestorage.com",
+               EXPORT_RECIPIENTS=f" {AGE_KEY}, {OTHER_AGE_KEY} ,",
+               EXPORT_IDENTITY=str(identity), EXPORT_SCHEDULE="30 1 * * 6",
+               EXPORT_RETENTION_WEEKLY="4", EXPORT_RETENTION_MONTHLY="0")
+    settings = load_settings()
+    assert settings.exports_enabled
+    assert settings.export_url == "s3://team-backups/neon/lifeguard"
+    assert settings.export_s3_endpoint == "https://acct.r2.cloudflarestorage.com"
+    assert settings.export_recipients == (AGE_KEY, OTHER_AGE_KEY)
+    assert settings.export_identity == str(identity)
+    assert settings.export_schedule == "30 1 * * 6"
+    assert (settings.export_retention_weekly, settings.export_retention_monthly) == (4, 0)
+
+
+def test_empty_export_values_mean_unset(export_env):
+    export_env(EXPORT_URL="", EXPORT_S3_ENDPOINT=" ", EXPORT_IDENTITY="", EXPORT_RECIPIENTS="")
+    settings = load_settings()
+    assert not settings.exports_enabled and settings.export_identity is None
+
+
+def test_an_export_url_needs_recipients(export_env):
+    export_env(EXPORT_URL="s3://team-backups")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert len(error.value.problems) == 1
+    assert error.value.problems[0].startswith("EXPORT_RECIPIENTS is missing: a comma list of "
+                                              "age public keys")
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("EXPORT_URL", "https://bucket.s3.amazonaws.com/x", "s3://bucket"),
+    ("EXPORT_URL", "s3://", "s3://bucket"),
+    ("EXPORT_URL", "s3://Bad_Bucket/x", "is not a bucket name"),
+    ("EXPORT_URL", "s3://bucket/a//b", "empty, '.' or '..'"),
+    ("EXPORT_URL", "s3://bucket/../up", "empty, '.' or '..'"),
+    ("EXPORT_URL", "s3://bucket/x?versionId=1", "s3://bucket"),
+    ("EXPORT_S3_ENDPOINT", "minio:9000", "is not an http(s) URL"),
+    ("EXPORT_S3_ENDPOINT", "ftp://minio", "is not an http(s) URL"),
+    ("EXPORT_RECIPIENTS", "age1short", "is not an age public key"),
+    ("EXPORT_RECIPIENTS", f"{AGE_KEY},ssh-ed25519 AAAA", "is not an age public key"),
+    ("EXPORT_SCHEDULE", "every sunday", "is not a 5-field cron expression"),
+    ("EXPORT_RETENTION_WEEKLY", "-1", "greater than or equal to 0"),
+    ("EXPORT_RETENTION_MONTHLY", "twelve", "integer"),
+])
+def test_malformed_export_settings_are_named(export_env, name, value, said):
+    export_env(EXPORT_URL="s3://team-backups", EXPORT_RECIPIENTS=AGE_KEY)
+    export_env(**{name: value})
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert len(error.value.problems) == 1, error.value.problems
+    assert error.value.problems[0].startswith(f"{name} is malformed"), error.value.problems
+    assert said in error.value.problems[0]
+
+
+def test_a_secret_key_given_as_a_recipient_is_refused_and_never_echoed(export_env):
+    secret = "AGE-SECRET-KEY-1" + "QPZRY9X8" * 7 + "QP"
+    export_env(EXPORT_URL="s3://team-backups", EXPORT_RECIPIENTS=f"{AGE_KEY},{secret}")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert error.value.problems[0].startswith("EXPORT_RECIPIENTS is malformed: it holds an "
+                                              "age secret key")
+    assert "QPZRY9X8" not in str(error.value)
+
+
+def test_an_identity_file_must_exist_and_be_readable(export_env, tmp_path):
+    export_env(EXPORT_IDENTITY=str(tmp_path / "missing.txt"))
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert error.value.problems[0].startswith("EXPORT_IDENTITY is malformed")
+    assert "is not a file" in error.value.problems[0]
+    export_env(EXPORT_IDENTITY=str(tmp_path))  # a folder
+    with pytest.raises(SettingsError):
+        load_settings()
+
+
+def test_placeholder_export_values_are_named_as_such(export_env):
+    export_env(EXPORT_URL="s3://your-bucket/...", EXPORT_RECIPIENTS="age1...")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert [p.split(" ")[0] for p in error.value.problems] == ["EXPORT_URL",
+                                                                "EXPORT_RECIPIENTS"]
+    assert all("placeholder" in p for p in error.value.problems)

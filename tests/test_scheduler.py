@@ -113,7 +113,7 @@ def test_every_job_has_a_trigger_built_from_the_defaults():
     jobs = build_jobs(settings())
     assert [j.name for j in jobs] == [d.name for d in JOBS] == [
         "reconcile", "housekeeping", "scheduled_backup", "prune", "health_report",
-        "drill_reminder", "approval_reminders"]
+        "drill_reminder", "approval_reminders", "scheduled_export"]
     assert {j.name: j.trigger_text for j in jobs} == {
         "reconcile": "every 10s",
         "housekeeping": "every 10m",
@@ -122,6 +122,7 @@ def test_every_job_has_a_trigger_built_from_the_defaults():
         "health_report": "0 8 * * * (UTC)",
         "drill_reminder": "0 9 1-7 1,4,7,10 mon (UTC)",
         "approval_reminders": "every 1m",
+        "scheduled_export": "0 2 * * 0 (UTC)",
     }
     assert {j.name: j.setting for j in jobs}["scheduled_backup"] == "BACKUP_SCHEDULE"
     assert [j.name for j in jobs if j.run_at_start] == ["reconcile"]
@@ -138,6 +139,7 @@ def test_default_schedule_next_runs():
         "health_report": utc(2026, 5, 14, 8),
         "drill_reminder": utc(2026, 7, 6, 9),  # 1 July 2026 is a Wednesday
         "approval_reminders": now + timedelta(minutes=1),
+        "scheduled_export": utc(2026, 5, 17, 2),  # Sunday
     }
 
 

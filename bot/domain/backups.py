@@ -8,6 +8,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.export_commands import (
+    EXPORT_USAGE,
+    BackupExport,
+    BackupExports,
+    parse_export_command,
+)
 from bot.domain.text import escape
 
 BACKUP_PREFIX = "backup-"
@@ -79,6 +85,7 @@ BACKUP_USAGE = (
     "`/backup health` the health report: restore window, branches, backups, drills, storage\n"
     "`/backup prune` what the retention policy would delete (asks to confirm)\n"
     "`/backup schedule` when scheduled backups, pruning and reports run\n"
+    f"{EXPORT_USAGE}\n"
     "`/backup help` this help"
 )
 
@@ -119,9 +126,10 @@ class BackupHelp:
 
 
 BackupCommand = (BackupNow | BackupList | BackupDelete | BackupHealth | BackupPrune
-                 | BackupSchedule | BackupHelp)
+                 | BackupSchedule | BackupHelp | BackupExport | BackupExports)
 
-_SUBCOMMANDS = ("now", "list", "delete", "help", "health", "prune", "schedule")
+_SUBCOMMANDS = ("now", "list", "delete", "help", "health", "prune", "schedule", "export",
+                "exports")
 _NO_ARGUMENTS: dict[str, type[BackupList | BackupHealth | BackupPrune | BackupSchedule]] = {
     "list": BackupList, "health": BackupHealth, "prune": BackupPrune,
     "schedule": BackupSchedule,
@@ -146,6 +154,8 @@ def parse_backup_command(text: str) -> BackupCommand:
     subcommand, rest = words[0].lower(), (words[1] if len(words) > 1 else "")
     if subcommand == "now":
         return BackupNow(reason=validate_reason(rest))
+    if subcommand in ("export", "exports"):
+        return parse_export_command(subcommand, rest, validate_reason)
     if subcommand in _NO_ARGUMENTS:
         if rest.strip():
             raise InvalidInput(f"`/backup {subcommand}` takes nothing after it "

@@ -46,3 +46,7 @@ class DuplicateRequest(Exception):
 class DuplicateDrill(Exception):
     """The drill could not be recorded: its id or branch name is taken, or another drill
     is still open (requested or running); at most one drill is open at a time."""
+
+
+class DuplicateExport(Exception):
+    """An export with that id, folder or branch name is already recorded."""

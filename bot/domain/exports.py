@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 MANIFEST_NAME = "manifest.json"
 CHECKSUMS_NAME = "SHA256SUMS"
@@ -25,6 +25,26 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _FOLDER = re.compile(r"^(\d{8}-\d{6})-([A-Za-z0-9][A-Za-z0-9_-]{0,127})$")
 # age's X25519 recipients: "age1" and 58 characters of Bech32's alphabet.
 AGE_RECIPIENT = re.compile(r"^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$")
+
+
+# S3's bucket names (also R2's, MinIO's, B2's): 3 to 63 lowercase letters, digits, '.' and
+# '-', starting and ending with a letter or a digit.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def split_export_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of EXPORT_URL `s3://bucket/prefix`; the prefix is '' or ends with
+    '/'. ValueError saying what is accepted."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("an export URL is s3://bucket or s3://bucket/prefix")
+    if not _BUCKET.match(parts.netloc):
+        raise ValueError(f"{parts.netloc!r} is not a bucket name (3 to 63 lowercase letters, "
+                         "digits, '.' and '-')")
+    prefix = parts.path.strip("/")
+    if prefix and any(segment in ("", ".", "..") for segment in prefix.split("/")):
+        raise ValueError("an export URL's prefix has empty, '.' or '..' segments")
+    return parts.netloc, prefix + "/" if prefix else ""
 
 
 def in_utc(at: datetime) -> datetime:

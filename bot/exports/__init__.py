@@ -38,9 +38,12 @@ One export, step by step (the engine in bot/services runs these as its steps):
 Restore: `restore(store.open_read(key), identity=path, target_uri=url, tools=tools)`.
 Listing: `store.list_folders(project_id + "/")` with bot.domain.exports.parse_folder, a
 folder counting only when `store.exists(folder + MANIFEST_NAME)`.
+bot/exports/archive.py's Archive does all of this behind one facade, the
+bot.services.ports.ExportArchive the services use.
 Doctor: `tools_summary()` -> (pg_dump path, version); `store.check()`.
 """
 
+from bot.exports.archive import Archive
 from bot.exports.children import client_connection
 from bot.exports.dumping import DumpResult, Snapshot, dump, load_recipients, snapshot
 from bot.exports.object_streams import ObjectReader, Upload
@@ -49,6 +52,7 @@ from bot.exports.readback import VerifyResult, load_identities, restore, verify
 from bot.exports.tools import PgTools, find_tools, tools_summary
 
 __all__ = [
+    "Archive",
     "DumpResult",
     "ObjectReader",
     "ObjectStore",

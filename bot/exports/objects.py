@@ -15,13 +15,13 @@ honour, so two writers racing for one key cannot both win.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
 from bot.domain.export_errors import ObjectStoreError
+from bot.domain.exports import split_export_url
 from bot.exports.object_streams import MIN_PART_SIZE, PART_SIZE, MiB, ObjectReader, Upload
 
 _ACCESS_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -37,14 +37,9 @@ _NO_CREDENTIALS = (botocore.exceptions.NoCredentialsError,
 
 
 def parse_store_url(url: str) -> tuple[str, str]:
-    """(bucket, prefix) of `s3://bucket/prefix`; the prefix is '' or ends with '/'."""
-    parts = urlsplit(url.strip())
-    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError("an export URL is s3://bucket or s3://bucket/prefix")
-    prefix = parts.path.strip("/")
-    if any(segment in ("", ".", "..") for segment in prefix.split("/")) and prefix:
-        raise ValueError("an export URL's prefix has empty, '.' or '..' segments")
-    return parts.netloc, prefix + "/" if prefix else ""
+    """(bucket, prefix) of `s3://bucket/prefix`; the prefix is '' or ends with '/'. The
+    rules are bot.domain.exports.split_export_url's, which the settings check too."""
+    return split_export_url(url)
 
 
 def _code(error: botocore.exceptions.ClientError) -> str:

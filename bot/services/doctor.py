@@ -143,6 +143,25 @@ def check_pg_dump(summary: Callable[[], tuple[str, str]], server_major: int | No
                                              if server_major is not None else ""))
 
 
+def check_exports(check: Callable[[], None] | None, where: str, recipients: int,
+                  identity: bool) -> Check:
+    """Whether the export bucket is there and these credentials reach it; `check` is None
+    while exports are off."""
+    if check is None:
+        return Check("Exports", True, "off (EXPORT_URL is not set)")
+    try:
+        check()
+    except Exception as error:
+        return Check("Exports", False, f"{where}: {error}",
+                     "Check EXPORT_URL, EXPORT_S3_ENDPOINT and the AWS_* credentials (they "
+                     "must read, write and delete in the bucket).")
+    keys = f"{recipients} recipient key{'s' if recipients != 1 else ''}"
+    restore = ("EXPORT_IDENTITY set: checks read archives whole, restores possible"
+               if identity else "no EXPORT_IDENTITY: checks compare checksums, restores "
+               "need the identity")
+    return Check("Exports", True, f"bucket reachable at {where}; {keys}; {restore}")
+
+
 def render(checks: list[Check]) -> str:
     lines = []
     for check in checks:

@@ -3,7 +3,7 @@ them; tests may pass in-process fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -11,6 +11,8 @@ from typing import Any, Protocol, TypeVar
 from bot.domain.audit import AuditEntry, AuditEvent, ChainBreak
 from bot.domain.backups import Backup
 from bot.domain.drills import Drill
+from bot.domain.export_archive import DatabaseDump, ExportCheck, FoundExport
+from bot.domain.export_manifest import Manifest
 from bot.domain.requests import ChangeRequest
 
 
@@ -93,4 +95,76 @@ class Store(AuditLog, Protocol):
 
     def ping(self) -> None:
         """Raise if the store does not answer."""
+        ...
+
+
+class ExportArchive(Protocol):
+    """Exports' objects in the S3-compatible store at EXPORT_URL, for one Neon project
+    (bot/exports/archive.py). `folder` is always an export's folder relative to EXPORT_URL,
+    as bot.domain.exports.folder_name makes it. Every failure is an
+    bot.domain.export_errors.ExportError whose message a person can act on."""
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The age public keys every export is encrypted to."""
+        ...
+
+    @property
+    def can_decrypt(self) -> bool:
+        """An age identity is configured (EXPORT_IDENTITY): checks read the archives
+        whole and restores are possible."""
+        ...
+
+    def where(self, folder: str = "") -> str:
+        """`s3://bucket/prefix/<folder>`, for messages."""
+        ...
+
+    def check(self) -> None:
+        """ObjectStoreError unless the bucket exists and the credentials reach it."""
+        ...
+
+    def objects(self, folder: str) -> dict[str, int]:
+        """Every object in `folder`: name relative to it -> size."""
+        ...
+
+    def dump_database(self, folder: str, uri: str, database: str, *,
+                      progress: Callable[[int], None] | None = None) -> DatabaseDump:
+        """pg_dump of `database` (its connection URI `uri`) in a snapshot taken now,
+        streamed through zstd and age into `<folder><database>.dump.zst.age` by multipart
+        upload; `progress(bytes written)` as it goes. Aborts the key's unfinished uploads
+        first; refuses (ObjectStoreError "exists") when the object is there already.
+        Leaves no object and no parts behind when it fails."""
+        ...
+
+    def discard_file(self, folder: str, file: str) -> None:
+        """Removes `<folder><file>` and its unfinished uploads: what an interrupted
+        earlier try of the same export left there. Nothing there is not an error."""
+        ...
+
+    def finish(self, folder: str, manifest: Manifest) -> None:
+        """Writes SHA256SUMS, then manifest.json, last. A retry that writes the same bytes
+        again succeeds; different bytes under an existing name are refused."""
+        ...
+
+    def list_exports(self) -> list[FoundExport]:
+        """The project's finished exports (folders holding a manifest), oldest first."""
+        ...
+
+    def find(self, export_id: str) -> FoundExport | None:
+        """The project's finished export with this id, or None."""
+        ...
+
+    def verify(self, folder: str) -> ExportCheck:
+        """Reads every file back: size and SHA-256 against the manifest always; with an
+        identity, also decrypted, decompressed and read whole by pg_restore. A mismatch is
+        in the answer; ExportError only when the store cannot be read at all."""
+        ...
+
+    def restore_file(self, folder: str, file: str, target_uri: str) -> None:
+        """Restores one database file of the export into the PostgreSQL database at
+        `target_uri` with pg_restore. ExportError when no identity is configured."""
+        ...
+
+    def delete(self, folder: str) -> int:
+        """Removes every object in `folder` and its unfinished uploads; how many objects."""
         ...
