@@ -9,6 +9,8 @@
                                         prune, health_report, approval_reminders, …)
     python -m bot export list           finished exports in EXPORT_URL (no Slack, Neon or store)
     python -m bot export verify <id>    read an export back against its manifest; exit 1 if not
+    python -m bot export restore <id> --into <postgresql-url> [--database NAME]
+                                        restore an export into any PostgreSQL, checked
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 from bot.config import Settings, SettingsError, load_settings, load_store_settings
+from bot.domain.errors import LifeguardError
 
 
 def _configure_logging(level: str = "INFO", settings: Settings | None = None) -> None:
@@ -162,6 +165,53 @@ def export_command(action: str, export_id: str | None) -> int:
         return 2
     print(report)
     return 0 if passed else 1
+def export_restore(export_id: str, into: str, database: str | None) -> int:
+    """Restore an export into any PostgreSQL with nothing but the bucket and the age
+    identity: exit 0 when every table's rows match the manifest, 1 otherwise."""
+    from bot.config import load_recovery_settings
+
+    try:
+        settings = load_recovery_settings()
+    except SettingsError as error:
+        print("`python -m bot export restore` needs EXPORT_URL, NEON_PROJECT_ID (the "
+              "export folders' prefix) and EXPORT_IDENTITY (EXPORT_S3_ENDPOINT for a store "
+              "other than AWS); Slack, Neon's API and the store are not needed.\n"
+              + "\n".join(f"  - {problem}" for problem in error.problems), file=sys.stderr)
+        return 2
+    from bot.domain.export_restores import report_lines
+    from bot.exports import Archive, ObjectStore
+    from bot.exports.targets import TargetServer
+    from bot.services.export_recovery import ExportRecovery
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        archive = Archive(ObjectStore(settings.export_url,
+                                      endpoint_url=settings.export_s3_endpoint),
+                          project_id=settings.neon_project_id, recipients=(),
+                          identity=settings.export_identity)
+        target = TargetServer(into)
+    except LifeguardError as error:
+        print(f"Nothing was restored: {error}", file=sys.stderr)
+        return 1
+    result = ExportRecovery(archive, target, progress=say).restore(export_id,
+                                                                  database=database)
+    if result.problem is not None:
+        print(f"FAILED: {result.problem}", file=sys.stderr)
+        return 1
+    assert result.report is not None and result.manifest is not None
+    where = ", ".join(f"{p.database.database!r} -> {p.target!r}" for p in result.placements)
+    print(f"Export {export_id} (taken {result.manifest.started_at:%Y-%m-%d %H:%M:%S} UTC from "
+          f"branch {result.manifest.branch_name!r}) restored into {target.describe()}: {where}")
+    print("\n".join(report_lines(result.report)))
+    if not result.ok:
+        print(f"FAILED: the restored rows do not match the export's manifest "
+              f"({result.seconds:.1f} s).")
+        return 1
+    print(f"OK: {result.report.compared_tables} tables, every row count matches the "
+          f"export's manifest ({result.seconds:.1f} s).")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     exports.add_parser("list", help="finished exports, oldest first")
     exports.add_parser("verify", help="read an export back against its manifest").add_argument(
         "export_id", help="the export id, as `export list` shows it")
+    restore = exports.add_parser(
+        "restore", help="restore an export into any PostgreSQL (disaster recovery)")
+    restore.add_argument("export_id", help="the export's id (`python -m bot export list`)")
+    restore.add_argument("--into", required=True, metavar="POSTGRESQL_URL",
+                         help="postgresql://user:password@host:5432/database, or a server "
+                              "URL without a database for an export of several")
+    restore.add_argument("--database", default=None, metavar="NAME",
+                         help="restore only this database of the export")
     args = parser.parse_args(argv)
     try:
         if args.command in (None, "serve"):
@@ -203,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             return audit_export(args.format, args.since, args.output)
         if args.command == "export" and args.export in ("list", "verify"):
             return export_command(args.export, getattr(args, "export_id", None))
+        if args.command == "export" and args.export == "restore":
+            return export_restore(args.export_id, args.into, args.database)
         parser.print_help()
         return 2
     except SettingsError as error:

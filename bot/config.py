@@ -431,6 +431,47 @@ class StoreSettings(BaseSettings):
     _database_url = field_validator("database_url")(_check_database_url)
 
 
+class RecoverySettings(BaseSettings):
+    """Only what `python -m bot export restore` needs: the bucket, the project's folder in
+    it, and the age identity, so an export can be restored with Slack, Neon and the store
+    all gone. Each is checked as Settings checks it."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False,
+                                      hide_input_in_errors=True)
+
+    neon_project_id: str
+    export_url: str
+    export_s3_endpoint: str | None = None
+    export_identity: str
+
+    @field_validator("export_url", "export_s3_endpoint", "export_identity", mode="before")
+    @classmethod
+    def _empty_is_missing(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            if info.field_name != "export_s3_endpoint":
+                raise PydanticCustomError("missing", "Field required")
+            return None
+        return value
+
+    @field_validator("neon_project_id", "export_url", "export_s3_endpoint", "export_identity")
+    @classmethod
+    def _as_settings_check(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        check = {"neon_project_id": Settings._project_id, "export_url": Settings._export_url,
+                 "export_s3_endpoint": Settings._export_endpoint,
+                 "export_identity": Settings._identity}[str(info.field_name)]
+        return check(value)
+
+
+def load_recovery_settings() -> RecoverySettings:
+    try:
+        return RecoverySettings()
+    except ValidationError as error:
+        raise SettingsError([_problem(e) for e in error.errors()]) from None
+
+
 def load_store_settings() -> StoreSettings:
     try:
         return StoreSettings()

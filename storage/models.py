@@ -270,6 +270,9 @@ class ChangeRequestRow(SQLModel, table=True):
         default=None, sa_column=Column("preserve_under_name", String()))
     branches: tuple[str, ...] = Field(default=(), sa_column=Column(
         "branches", JsonTuple(), nullable=False))
+    export_id: str | None = Field(default=None, sa_column=Column("export_id", String()))
+    export_digest: str | None = Field(default=None,
+                                      sa_column=Column("export_digest", String()))
     plan_hash: str = Field(sa_column=Column("plan_hash", String(HASH_LENGTH), nullable=False))
     reason: str = Field(sa_column=Column("reason", Text(), nullable=False))
     required_approvals: int = Field(sa_column=Column("required_approvals", Integer(),

@@ -561,6 +561,40 @@ def test_connection_uris_endpoints_roles_and_databases(
     assert_error(client.get(f"{base}/roles/nobody/reveal_password"), 404)
 
 
+def test_databases_are_created_empty_and_deleted_with_their_data(
+    client: httpx.Client, fake: FakeNeon
+) -> None:
+    fake.operation_seconds = 0
+    branch = create_branch(client, fake, name="dbs")["branch"]
+    base = f"{project(fake)}/branches/{branch['id']}/databases"
+    execute(uri_of(client, fake, branch["id"]), "CREATE TABLE item (name text)")
+
+    owner = {"owner_name": "neondb_owner"}
+    assert_error(client.post(base, json={"database": {"name": "neondb", **owner}}), 409)
+    assert_error(client.post(base, json={"database": {"name": "x", "owner_name": "no"}}), 404)
+    assert_error(client.post(base, json={"database": {"name": "x"}}), 400)
+    made = client.post(base, json={"database": {"name": "it's db", **owner}})
+    assert made.status_code == 201 and made.json()["database"]["name"] == "it's db"
+    assert [o["action"] for o in made.json()["operations"]] == ["apply_config"]
+    assert [d["name"] for d in client.get(base).json()["databases"]] == ["neondb", "it's db"]
+    other = client.get(f"{project(fake)}/connection_uri", params={
+        "branch_id": branch["id"], "database_name": "it's db", "role_name": "neondb_owner"})
+    execute(other.json()["uri"], "CREATE TABLE elsewhere (id int)")  # a database of its own
+    assert fake.connect_url("dbs", "it's db") == other.json()["uri"]
+
+    # neondb deleted and made again is empty: its table is gone with it.
+    assert client.delete(f"{base}/neondb").status_code == 200
+    assert client.delete(f"{base}/neondb").status_code == 204
+    params = {"branch_id": branch["id"], "database_name": "neondb", "role_name": "neondb_owner"}
+    assert_error(client.get(f"{project(fake)}/connection_uri", params=params), 404, "database")
+    assert_error(client.post(f"{project(fake)}/branches",
+                             json={"branch": {"parent_id": branch["id"]}}), 400)
+    assert client.post(base, json={"database": {"name": "neondb", **owner}}).status_code == 201
+    with psycopg.connect(uri_of(client, fake, branch["id"])) as conn:
+        assert conn.execute("SELECT to_regclass('item')").fetchone() == (None,)
+    assert fake.database_names("dbs") == ["neondb", "it's db"]
+
+
 def test_reset_leaves_only_a_fresh_main_and_drops_the_databases(
     client: httpx.Client, fake: FakeNeon, postgres: PostgresServer
 ) -> None:
@@ -689,6 +723,14 @@ def test_answers_match_the_published_openapi_document(fake: FakeNeon, openapi: O
             },
         ).json()
         wait_for(api, fake, restored["operations"])
+        made = api.post(
+            f"{p}/branches/{branch_id}/databases",
+            json={"database": {"name": "analytics", "owner_name": "neondb_owner"}},
+        ).json()
+        wait_for(api, fake, made["operations"])
+        dropped = api.delete(f"{p}/branches/{branch_id}/databases/analytics").json()
+        wait_for(api, fake, dropped["operations"])
+        api.delete(f"{p}/branches/{branch_id}/databases/analytics")  # 204
         api.post(f"{p}/branches/{branch_id}/set_as_default")
         api.post(f"{p}/branches/{main_id}/set_as_default")
         deleted = api.delete(f"{p}/branches/{branch_id}").json()

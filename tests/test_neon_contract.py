@@ -291,6 +291,10 @@ class FakeApi:
             return 200, {"branch": branch(), "operations": [operation(OP_2, "running")]}
         if operation_id == "listProjectBranchDatabases":
             return 200, {"databases": [database()]}
+        if operation_id in ("createProjectBranchDatabase", "deleteProjectBranchDatabase"):
+            status = 201 if operation_id == "createProjectBranchDatabase" else 200
+            return status, {"database": database(),
+                            "operations": [operation(OP_2, "running", action="apply_config")]}
         if operation_id == "listProjectBranchRoles":
             return 200, {"roles": [role()]}
         if operation_id == "listProjectEndpoints":
@@ -376,6 +380,13 @@ SCENARIOS: dict[str, Scenario] = {
     "list_databases": Scenario("list_databases",
                                lambda c, a: c.list_databases("br-aged-salad-637688"),
                                frozenset({"listProjectBranchDatabases"})),
+    "create_database": Scenario(
+        "create_database", lambda c, a: c.create_database("br-aged-salad-637688", "neondb",
+                                                          "casey"),
+        frozenset({"createProjectBranchDatabase"})),
+    "delete_database": Scenario(
+        "delete_database", lambda c, a: c.delete_database("br-aged-salad-637688", "it's db"),
+        frozenset({"deleteProjectBranchDatabase"})),
     "list_roles": Scenario("list_roles", lambda c, a: c.list_roles("br-aged-salad-637688"),
                            frozenset({"listProjectBranchRoles"})),
     "list_endpoints": Scenario("list_endpoints", lambda c, a: c.list_endpoints(),

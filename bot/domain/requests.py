@@ -55,6 +55,7 @@ class RequestAction(StrEnum):
     PROMOTE = "promote"  # the default branch restored in place from a restore/backup branch
     DELETE_BACKUP = "delete_backup"  # a backup branch deleted (it is a recovery point)
     PRUNE_BACKUPS = "prune_backups"  # the backups the retention policy no longer keeps
+    RESTORE_EXPORT = "restore_export"  # restore branch holding exactly what an export holds
 
 
 ACTION_TITLES = {
@@ -63,6 +64,7 @@ ACTION_TITLES = {
     RequestAction.PROMOTE: "Promotion to the live branch",
     RequestAction.DELETE_BACKUP: "Deletion of a backup",
     RequestAction.PRUNE_BACKUPS: "Pruning of backups",
+    RequestAction.RESTORE_EXPORT: "Restore from an export",
 }
 
 
@@ -76,6 +78,9 @@ class Step(StrEnum):
     VERIFY = "verify"
     CLEAN_UP = "clean_up"  # a restore that failed removes the branch it made
     DELETE_BACKUP = "delete_backup"  # deletion and pruning: the backup branches are deleted
+    CHECK_EXPORT = "check_export"  # export restores: every file's SHA-256, before Neon
+    EMPTY_DATABASES = "empty_databases"  # export restores: the branch's databases dropped
+    RESTORE_DATABASES = "restore_databases"  # export restores: pg_restore, one at a time
     DONE = "done"
 
 
@@ -99,6 +104,8 @@ class Plan:
     instant: datetime | None = None  # point in time of the source, if any
     preserve_under_name: str | None = None  # promotion: where the replaced state is kept
     branches: tuple[str, ...] = ()  # pruning: every backup branch it deletes
+    export_id: str | None = None  # export restores: the export restored
+    export_digest: str | None = None  # its files' SHA-256s (export_restores.files_digest)
 
     def hash(self) -> str:
         body = {
@@ -114,6 +121,9 @@ class Plan:
         }
         if self.branches:  # only then, so the hashes of plans without it stay as they were
             body["branches"] = list(self.branches)
+        if self.export_id is not None:  # likewise: only export restores bind these
+            body["export_id"] = self.export_id
+            body["export_digest"] = self.export_digest
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -59,7 +59,8 @@ class Archive:
                  find: Callable[[int | None], PgTools] = find_tools) -> None:
         self.store = store
         self.project_id = project_id
-        self._recipients = check_recipients(recipients)
+        # None given: a read-only archive (disaster recovery needs no public key)
+        self._recipients = check_recipients(recipients) if recipients else ()
         self.identity = Path(identity) if identity is not None else None
         self._find_tools = find
 
@@ -95,6 +96,8 @@ class Archive:
                       progress: Callable[[int], None] | None = None) -> DatabaseDump:
         folder = self._folder(folder)
         file = dump_file_name(database)
+        if not self._recipients:
+            raise ExportError("EXPORT_RECIPIENTS is not set: an export is encrypted to them")
         with snapshot(uri) as taken:
             tools = self._find_tools(taken.server_version_num)
             self._abort_uploads(folder + file)
@@ -210,13 +213,14 @@ class Archive:
             return FileCheck(database.file, False, False, str(error))
         return FileCheck(database.file, True, result.archive_read)
 
-    def restore_file(self, folder: str, file: str, target_uri: str) -> None:
+    def restore_file(self, folder: str, file: str, target_uri: str, *,
+                     expected_sha256: str | None = None) -> None:
         if self.identity is None:
             raise ExportError(NO_IDENTITY)
         tools = self._find_tools(None)
         with self.store.open_read(self._folder(folder) + file) as stream:
             restore(stream, identity=self.identity, target_uri=target_uri, tools=tools,
-                    name=file)
+                    name=file, expected_sha256=expected_sha256)
 
     def delete(self, folder: str) -> int:
         return self.store.delete_folder(self._folder(folder))

@@ -189,16 +189,22 @@ _ERRORS_IGNORED = re.compile(r"errors ignored on restore: (\d+)")
 
 
 def restore(stream: Source, *, identity: str | Path, target_uri: str, tools: PgTools,
-            name: str = "the export file") -> None:
+            name: str = "the export file", expected_sha256: str | None = None) -> None:
     """Decrypts and decompresses the export file `name` from `stream` into
     `pg_restore --no-owner --no-privileges -d <target>`. RestoreFailed with pg_restore's
-    first error, or saying the stream could not be decrypted."""
+    first error, or saying the stream could not be decrypted, or (`expected_sha256`)
+    that the bytes restored were not the file the manifest names."""
     identities = load_identities(identity)
     conninfo, password = client_connection(target_uri)
     argv = [str(tools.pg_restore), "--no-owner", "--no-privileges", "--no-password",
             "-d", conninfo]
-    _, stream_problem, child_problem, stderr = _into_child(stream, identities, argv,
-                                                           password)
+    hashing, stream_problem, child_problem, stderr = _into_child(stream, identities, argv,
+                                                                 password)
+    digest = hashing.sha256.hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise RestoreFailed(f"the restore of {name} read an object whose SHA-256 {digest} "
+                            f"is not the manifest's {expected_sha256.lower()}: it changed "
+                            "after it was checked, and what was restored cannot be trusted")
     if stream_problem:
         raise RestoreFailed(f"the restore of {name} failed: {stream_problem}")
     if child_problem and not _only_tolerated_errors(stderr.lines()):

@@ -51,6 +51,12 @@ class DatabasesResponse:
 
 
 @dataclass(frozen=True)
+class DatabaseOperations:
+    database: Database
+    operations: tuple[Operation, ...] = ()
+
+
+@dataclass(frozen=True)
 class RolesResponse:
     roles: list[Role]
 

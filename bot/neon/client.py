@@ -28,6 +28,7 @@ from bot.neon.answers import (
     BranchesResponse,
     BranchResponse,
     ConnectionURIResponse,
+    DatabaseOperations,
     DatabasesResponse,
     EndpointOperations,
     EndpointsResponse,
@@ -248,6 +249,31 @@ class NeonClient:
     def list_databases(self, branch_id: str) -> list[Database]:
         """GET /projects/{project_id}/branches/{branch_id}/databases"""
         return self._get(DatabasesResponse, "branches", branch_id, "databases").databases
+
+    def create_database(self, branch_id: str, name: str,
+                        owner_name: str) -> tuple[Database, tuple[Operation, ...]]:
+        """POST /projects/{project_id}/branches/{branch_id}/databases: an empty database
+        owned by `owner_name`. Not resent after a lost answer: look it up in
+        `list_databases` before asking again (409 when it exists)."""
+        request = Request("POST", self._path("branches", branch_id, "databases"),
+                          resend_safe=False,
+                          body={"database": {"name": name, "owner_name": owner_name}})
+        created = self._sender.read(request, self._sender.answer(request), DatabaseOperations)
+        return created.database, created.operations
+
+    def delete_database(self, branch_id: str, name: str) -> tuple[Operation, ...]:
+        """DELETE /projects/{project_id}/branches/{branch_id}/databases/{database_name}:
+        the database and all it holds. A database that does not exist (404, or 204 as the
+        document allows) is deleted already: no operations."""
+        request = Request("DELETE", self._path("branches", branch_id, "databases", name),
+                          resend_safe=True)
+        try:
+            response = self._sender.answer(request)
+        except NeonNotFound:
+            return ()
+        if response.status_code == 204:
+            return ()
+        return self._sender.read(request, response, DatabaseOperations).operations
 
     def list_roles(self, branch_id: str) -> list[Role]:
         """GET /projects/{project_id}/branches/{branch_id}/roles"""

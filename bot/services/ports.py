@@ -160,9 +160,11 @@ class ExportArchive(Protocol):
         in the answer; ExportError only when the store cannot be read at all."""
         ...
 
-    def restore_file(self, folder: str, file: str, target_uri: str) -> None:
+    def restore_file(self, folder: str, file: str, target_uri: str, *,
+                     expected_sha256: str | None = None) -> None:
         """Restores one database file of the export into the PostgreSQL database at
-        `target_uri` with pg_restore. ExportError when no identity is configured."""
+        `target_uri` with pg_restore. ExportError when no identity is configured;
+        RestoreFailed when the bytes read were not `expected_sha256` (given)."""
         ...
 
     def delete(self, folder: str) -> int:

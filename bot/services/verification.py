@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from bot.domain.errors import LifeguardError
 from bot.domain.verification import (
     CatalogTable,
     CheckResult,
@@ -142,6 +143,28 @@ def verify_branch(target_url: str, source_url: str, *, compared_with: str,
     return report(ok=ok, compared_tables=len(tables), tables=tuple(tables),
                   missing_in_target=missing, extra_in_target=extra, checks=tuple(checks),
                   error=error)
+
+
+def count_rows(url: str, *, label: str, connect_timeout: float = 10,
+               statement_timeout_ms: int = 0) -> dict[TableKey, int]:
+    """Every user table of the database at `url` with its exact row count, read in one
+    read-only snapshot: for checking a restore against an export's manifest, whose counts
+    are exact. RowCountError in plain words (`label` names the database), no secrets."""
+    side = _Side(label, url, _secrets_of(url))
+    try:
+        tables = side.open(connect_timeout, statement_timeout_ms)
+        values, error, _ = side.measure({key: TablePlan(True, ()) for key in tables}, {})
+    except _SideError as failure:
+        raise RowCountError(str(failure)) from None
+    finally:
+        side.close()
+    if error is not None:
+        raise RowCountError(error)
+    return {key: measured.rows or 0 for key, measured in values.items()}
+
+
+class RowCountError(LifeguardError):
+    """The row counts of a database could not be read; the message says why."""
 
 
 # --- one side ----------------------------------------------------------------------------

@@ -46,6 +46,10 @@ Known limitations (accepted for a test double):
 - `init_source: schema-only`, snapshots, annotation values, pooled connections (the pooled
   URI is the direct one) and most project settings are not modelled.
 - `host` fields say 127.0.0.1: use `connection_uri`, which carries the test server's port.
+- Databases: `neondb` is the branch's own physical database; the databases API (create,
+  delete) adds others as physical databases of their own (empty, owned by `neondb_owner`)
+  and can delete `neondb` too. Only `neondb` is copied into child branches, checkpoints
+  and restores; a branch whose `neondb` was deleted cannot be branched from or restored.
 - time is the wall clock (`datetime.now`): a frozen clock freezes the operations too.
 """
 
@@ -135,6 +139,10 @@ class _Branch:
     expires_at: datetime | None = None
     last_reset_at: datetime | None = None
     history: list[_Checkpoint] = field(default_factory=list)
+    # The databases API: `neondb` deleted (its physical database dropped), and databases
+    # created besides it (API name -> physical database).
+    primary_deleted: bool = False
+    other_databases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -213,6 +221,12 @@ _ROUTE_TABLE: tuple[tuple[str, str, str], ...] = (
     ("POST", "/projects/{project_id}/branches/{branch_id}/restore", "_restore_branch"),
     ("POST", "/projects/{project_id}/branches/{branch_id}/set_as_default", "_set_default"),
     ("GET", "/projects/{project_id}/branches/{branch_id}/databases", "_list_databases"),
+    ("POST", "/projects/{project_id}/branches/{branch_id}/databases", "_create_database"),
+    (
+        "DELETE",
+        "/projects/{project_id}/branches/{branch_id}/databases/{database_name}",
+        "_delete_database",
+    ),
     ("GET", "/projects/{project_id}/branches/{branch_id}/roles", "_list_roles"),
     (
         "GET",
@@ -518,9 +532,15 @@ class FakeNeon:
         with self._lock:
             return self._render_branch(self._branches[self._default_id])
 
-    def connect_url(self, branch_id_or_name: str) -> str:
+    def connect_url(self, branch_id_or_name: str, database: str = DATABASE_NAME) -> str:
         with self._lock:
-            return self._uri(self._lookup(branch_id_or_name))
+            branch = self._lookup(branch_id_or_name)
+            return self._uri(branch, physical=self._physical(branch, database))
+
+    def database_names(self, branch_id_or_name: str) -> list[str]:
+        """The databases the API lists for the branch."""
+        with self._lock:
+            return self._database_names(self._lookup(branch_id_or_name))
 
     def checkpoint(self, branch: str | None = None, at: datetime | None = None) -> datetime:
         """Record the branch's current data (default: the default branch) as its state at
@@ -793,6 +813,8 @@ class FakeNeon:
             if spec.get("parent_id")
             else self._branches[self._default_id]
         )
+        if parent.primary_deleted:
+            raise _ApiError(400, "the fake copies only neondb, which this parent no longer has")
         types = [self._endpoint_type(e) for e in endpoint_specs]
         if types.count("read_write") > 1:
             raise _ApiError(400, "a branch can have only one read_write endpoint")
@@ -906,6 +928,8 @@ class FakeNeon:
         if not isinstance(source_id, str) or not source_id:
             raise _ApiError(400, "source_branch_id is required")
         source = self._branch(source_id, what="source branch")
+        if source.primary_deleted or target.primary_deleted:
+            raise _ApiError(400, "the fake restores only neondb, which a branch here no longer has")
         preserve = body.get("preserve_under_name") or None
         if preserve is not None and not isinstance(preserve, str):
             raise _ApiError(400, "preserve_under_name must be a string")
@@ -994,7 +1018,70 @@ class FakeNeon:
 
     def _list_databases(self, call: _Call) -> _Reply:
         branch = self._branch(call.params["branch_id"])
-        return 200, {"databases": [self._render_database(branch)]}
+        return 200, {"databases": [self._render_database(branch, name)
+                                   for name in self._database_names(branch)]}
+
+    def _create_database(self, call: _Call) -> _Reply:
+        branch = self._branch(call.params["branch_id"])
+        spec = call.body.get("database")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(
+            spec.get("owner_name"), str
+        ):
+            raise _ApiError(400, "database.name and database.owner_name are required")
+        name, owner = spec["name"], spec["owner_name"]
+        if not 1 <= len(name) <= 63 or "\x00" in name:
+            raise _ApiError(400, "a database name is 1 to 63 characters")
+        if owner != ROLE_NAME:
+            raise _ApiError(404, "role not found")
+        if name in self._database_names(branch):
+            raise _ApiError(409, f"database with name {name!r} already exists")
+        self._ensure_no_running_operations()
+        if name == DATABASE_NAME:
+            self._copy_database(self._pristine, branch.database)
+            branch.primary_deleted = False
+        else:
+            physical = self._temporary_name("db")
+            self._copy_database(self._pristine, physical)
+            branch.other_databases[name] = physical
+        return 201, {
+            "database": self._render_database(branch, name),
+            "operations": [self._render_operation(o) for o in self._apply_config(branch)],
+        }
+
+    def _delete_database(self, call: _Call) -> _Reply:
+        branch = self._branch(call.params["branch_id"])
+        name = call.params["database_name"]
+        if name not in self._database_names(branch):
+            return 204, None  # the document: "doesn't exist or has already been deleted"
+        self._ensure_no_running_operations()
+        rendered = self._render_database(branch, name)
+        if name == DATABASE_NAME:
+            self._drop_database(branch.database)
+            branch.primary_deleted = True
+        else:
+            self._drop_database(branch.other_databases.pop(name))
+        return 200, {
+            "database": rendered,
+            "operations": [self._render_operation(o) for o in self._apply_config(branch)],
+        }
+
+    def _apply_config(self, branch: _Branch) -> list[_Operation]:
+        """A database change: Neon applies the new configuration to each compute."""
+        return self._schedule(
+            [("apply_config", branch.id, e.id) for e in self._endpoints_of(branch)]
+            or [("apply_config", branch.id, None)]
+        )
+
+    def _database_names(self, branch: _Branch) -> list[str]:
+        own = [] if branch.primary_deleted else [DATABASE_NAME]
+        return own + sorted(branch.other_databases)
+
+    def _physical(self, branch: _Branch, name: str) -> str:
+        if name == DATABASE_NAME and not branch.primary_deleted:
+            return branch.database
+        if name in branch.other_databases:
+            return branch.other_databases[name]
+        raise _ApiError(404, "database not found")
 
     def _list_roles(self, call: _Call) -> _Reply:
         branch = self._branch(call.params["branch_id"])
@@ -1056,11 +1143,10 @@ class FakeNeon:
             endpoint = next((e for e in endpoints if e.type == "read_write"), None)
             if endpoint is None:
                 raise _ApiError(404, f"no read_write endpoint found for branch {branch.id}")
-        if query["database_name"] != DATABASE_NAME:
-            raise _ApiError(404, "database not found")
+        physical = self._physical(branch, query["database_name"])
         if query["role_name"] != ROLE_NAME:
             raise _ApiError(404, "role not found")
-        return 200, {"uri": self._uri(branch, endpoint)}
+        return 200, {"uri": self._uri(branch, endpoint, physical=physical)}
 
     # ----------------------------------------------------------------- handlers: operations
 
@@ -1307,11 +1393,11 @@ class FakeNeon:
             rendered["endpoint_id"] = operation.endpoint_id
         return rendered
 
-    def _render_database(self, branch: _Branch) -> Json:
+    def _render_database(self, branch: _Branch, name: str = DATABASE_NAME) -> Json:
         return {
-            "id": zlib.crc32(branch.id.encode()) % 10**7,
+            "id": zlib.crc32(f"{branch.id}/{name}".encode()) % 10**7,
             "branch_id": branch.id,
-            "name": DATABASE_NAME,
+            "name": name,
             "owner_name": ROLE_NAME,
             "created_at": _rfc3339(branch.created_at),
             "updated_at": _rfc3339(branch.created_at),
@@ -1339,10 +1425,12 @@ class FakeNeon:
             },
         }
 
-    def _uri(self, branch: _Branch, endpoint: _Endpoint | None = None) -> str:
+    def _uri(
+        self, branch: _Branch, endpoint: _Endpoint | None = None, *, physical: str | None = None
+    ) -> str:
         uri = (
             f"postgresql://{ROLE_NAME}:{quote(self.role_password)}@127.0.0.1:"
-            f"{self.postgres.port}/{branch.database}"
+            f"{self.postgres.port}/{quote(physical or branch.database, safe='')}"
         )
         if endpoint is not None and endpoint.type == "read_only":
             uri += "?options=" + quote("-c default_transaction_read_only=on")
