@@ -676,6 +676,9 @@ def test_answers_match_the_published_openapi_document(fake: FakeNeon, openapi: O
         p = project(fake)
         main_id = fake.default_branch()["id"]
         api.get(p)
+        # Long enough that the next request surely meets the running operation (423), even
+        # on a loaded machine.
+        fake.operation_seconds = 2
         created = api.post(
             f"{p}/branches",
             json={
@@ -685,6 +688,7 @@ def test_answers_match_the_published_openapi_document(fake: FakeNeon, openapi: O
         ).json()
         branch_id = created["branch"]["id"]
         api.post(f"{p}/branches", json={"branch": {"name": "blocked"}})  # 423
+        fake.operation_seconds = 0.05
         wait_for(api, fake, created["operations"])
         api.get(f"{p}/branches", params={"limit": 1, "sort_by": "name", "sort_order": "asc"})
         api.get(f"{p}/branches/count")
