@@ -21,6 +21,7 @@ from bot.domain.restores import RESTORE_USAGE
 from bot.domain.text import escape
 from bot.domain.verification import VerificationReport
 from handlers import ids
+from handlers import table_restore_blocks as table_blocks
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
 
 STEP_TEXT = {
@@ -31,6 +32,7 @@ STEP_TEXT = {
     Step.VERIFY: ":mag: verifying tables and row counts…",
     Step.CLEAN_UP: ":broom: the restore cannot go on; removing the branch it made…",
     Step.DELETE_BACKUP: ":wastebasket: deleting the backup branch…",
+    **table_blocks.STEP_TEXT,
 }
 
 
@@ -54,6 +56,8 @@ def _what(request: ChangeRequest) -> str:
         return f"New branch `{target}` from `{source}` as it was at {when(plan.instant)}"
     if plan.action == RequestAction.RESTORE_FROM_BRANCH:
         return f"New branch `{target}` from backup `{source}`"
+    if plan.action == RequestAction.RESTORE_TABLE:
+        return table_blocks.what(request)
     if plan.action == RequestAction.DELETE_BACKUP:
         return f"Delete backup `{source}` from Neon. It is a recovery point: this cannot be undone"
     if plan.action == RequestAction.PRUNE_BACKUPS:
@@ -97,7 +101,9 @@ def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
     plan = request.plan
     source, target, preserve = _names(request)
     if request.state == RequestState.SUCCEEDED:
-        if plan.action == RequestAction.DELETE_BACKUP:
+        if plan.action == RequestAction.RESTORE_TABLE:
+            blocks += table_blocks.outcome(request)
+        elif plan.action == RequestAction.DELETE_BACKUP:
             blocks.append(section(f"Backup `{source}` was deleted."))
         elif plan.action == RequestAction.PRUNE_BACKUPS:
             blocks.append(section(f"{len(plan.branches)} backup(s) were deleted."))

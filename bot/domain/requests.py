@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.domain.errors import NotAllowed
+from bot.domain.table_restores import TableCopy
 
 
 class RequestState(StrEnum):
@@ -55,6 +56,7 @@ class RequestAction(StrEnum):
     PROMOTE = "promote"  # the default branch restored in place from a restore/backup branch
     DELETE_BACKUP = "delete_backup"  # a backup branch deleted (it is a recovery point)
     PRUNE_BACKUPS = "prune_backups"  # the backups the retention policy no longer keeps
+    RESTORE_TABLE = "restore_table"  # one table copied from a backup or restore into live
 
 
 ACTION_TITLES = {
@@ -63,6 +65,7 @@ ACTION_TITLES = {
     RequestAction.PROMOTE: "Promotion to the live branch",
     RequestAction.DELETE_BACKUP: "Deletion of a backup",
     RequestAction.PRUNE_BACKUPS: "Pruning of backups",
+    RequestAction.RESTORE_TABLE: "Table restore",
 }
 
 
@@ -76,6 +79,10 @@ class Step(StrEnum):
     VERIFY = "verify"
     CLEAN_UP = "clean_up"  # a restore that failed removes the branch it made
     DELETE_BACKUP = "delete_backup"  # deletion and pruning: the backup branches are deleted
+    SAFETY_BACKUP = "safety_backup"  # table restores that change live rows: a backup first
+    WAIT_SAFETY_BACKUP = "wait_safety_backup"
+    COPY_TABLE = "copy_table"  # table restores: the rows copied into the live branch
+    DROP_SOURCE = "drop_source"  # table restores `at <when>`: the branch made for it removed
     DONE = "done"
 
 
@@ -99,6 +106,7 @@ class Plan:
     instant: datetime | None = None  # point in time of the source, if any
     preserve_under_name: str | None = None  # promotion: where the replaced state is kept
     branches: tuple[str, ...] = ()  # pruning: every backup branch it deletes
+    table_copy: TableCopy | None = None  # table restores: the table, mode and row condition
 
     def hash(self) -> str:
         body = {
@@ -114,6 +122,8 @@ class Plan:
         }
         if self.branches:  # only then, so the hashes of plans without it stay as they were
             body["branches"] = list(self.branches)
+        if self.table_copy is not None:  # likewise
+            body["table_copy"] = self.table_copy.to_dict()
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
