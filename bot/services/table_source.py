@@ -172,7 +172,8 @@ def check_one_expression(condition: str) -> None:
     try:
         statements = pglast.parse_sql(text)
     except pglast.parser.ParseError as error:
-        raise InvalidInput(f"The `--rows` condition does not parse: {escape(str(error))}. "
+        said = str(error.args[0]) if error.args else str(error)  # not our wrapper's index
+        raise InvalidInput(f"The `--rows` condition does not parse: {escape(said)}. "
                            "Give one SQL condition on the table's columns, such as "
                            "`id <= 5`.") from None
     statement = statements[0].stmt if len(statements) == 1 else None
