@@ -23,6 +23,7 @@ from bot.domain.verification import VerificationReport
 from handlers import ids
 from handlers import table_restore_blocks as table_blocks
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
+from handlers.verification_blocks import table_report
 
 STEP_TEXT = {
     Step.CREATE_BRANCH: ":hourglass_flowing_sand: creating the restore branch…",
@@ -98,6 +99,7 @@ def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
         differs = any(t.differs for t in report.tables) or report.missing_in_target
         mark = ":white_check_mark:" if report.ok and not differs else ":warning:"
         blocks.append(section(f"{mark} *Verification:* {report.summary()}"))
+        blocks += table_report(report)
     plan = request.plan
     source, target, preserve = _names(request)
     if request.state == RequestState.SUCCEEDED:

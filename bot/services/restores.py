@@ -36,6 +36,7 @@ from bot.domain.restores import (
 from bot.domain.when import parse_when
 from bot.neon.errors import NeonError
 from bot.neon.models import Branch
+from bot.services.backup_checks import BackupChecks
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, MessageRef, Records
 from bot.services.request_steps import BackupDeletion, RequestSteps, RestoreNeon
@@ -118,6 +119,7 @@ class RestoreService:
                                   tables=TableSteps(neon, backups, store.requests, now))  # type: ignore[arg-type]
         self.tables = TableRestores(neon, directory, store.requests, self,
                                     project_id=project_id, now=now)
+        self.backup_checks = BackupChecks(neon, verifier, store)  # /backup verify
         self.work = Engine(self.steps.kind(notifier.request_changed), store.requests,
                            worker_id=worker_id, now=now)
 
