@@ -167,6 +167,7 @@ class Lifeguard:
         """Expire what waited too long, and hand every unfinished piece of work to a
         worker; leases keep each to one worker at a time."""
         self.restores.expire_due()
+        self.restores.tables.remove_unused_sources()  # table restores that never ran
         for work, unfinished in ((self.restores.work, self.restores.runnable()),
                                  (self.backups.work, self.backups.unfinished()),
                                  (self.drills.work, self.drills.runnable()),

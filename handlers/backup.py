@@ -27,10 +27,12 @@ from bot.domain.backups import (
     BackupPrune,
     BackupSchedule,
     BackupStatus,
+    BackupVerify,
     parse_backup_command,
 )
 from bot.domain.errors import InvalidInput
 from bot.domain.export_commands import BackupExport, BackupExports
+from bot.domain.text import escape
 from bot.services.backups import BackupService
 from bot.services.exports import ExportService
 from bot.services.health import HealthService
@@ -43,6 +45,7 @@ from handlers.answers import Asker
 from handlers.cards import CANNOT_POST_HERE, show_card
 from handlers.export import handle_export_command
 from handlers.payloads import PLAN_HASH, click, slash_command
+from handlers.verification_blocks import backup_verified
 
 log = logging.getLogger("lifeguard.handlers.backup")
 
@@ -92,6 +95,13 @@ def handle_backup_command(ack: Ack, command: dict[str, Any], respond: Respond,
                                              response_url=asked.response_url),
             approvals_channel)),
             f"backup delete {parsed.branch_name}", unchanged=NOTHING_DELETED)
+    elif isinstance(parsed, BackupVerify):
+        ack(**blocks.ephemeral(f":mag: Verifying `{escape(parsed.branch_name)}` against "
+                               "production…"))
+        asker.later(lambda: respond(**backup_verified(
+            parsed.branch_name, *restores.backup_checks.verify(asked.user_id,
+                                                                parsed.branch_name))),
+            f"backup verify {parsed.branch_name}")
     elif isinstance(parsed, BackupSchedule):
         ack(**health_blocks.schedule_view(describe_schedule()))
     elif isinstance(parsed, BackupHealth):

@@ -23,6 +23,7 @@ from bot.domain.verification import VerificationReport
 from bot.services.drills import DrillOverview
 from handlers import ids
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
+from handlers.verification_blocks import table_report
 
 _STATE_MARK = {
     DrillState.REQUESTED: ":hourglass_flowing_sand:",
@@ -126,8 +127,10 @@ def _verification(drill: Drill) -> list[dict[str, Any]]:
     report = VerificationReport.from_dict(drill.verification)
     passed = report.ok and report.compared_tables > 0
     mark = ":white_check_mark:" if passed else ":x:"
+    # The tables and counts checked, by name: what a drill report filed as evidence says.
     return [section(f"{mark} *Verification* ({_tables(report.compared_tables)} compared, "
-                    f"{report.seconds:.1f} s): {report.summary()}")]
+                    f"{report.seconds:.1f} s): {report.summary()}"),
+            *table_report(report, here="restored", source="production")]
 
 
 def _tried(drill: Drill) -> str:

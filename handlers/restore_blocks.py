@@ -21,7 +21,9 @@ from bot.domain.restores import RESTORE_USAGE
 from bot.domain.text import escape
 from bot.domain.verification import VerificationReport
 from handlers import ids
+from handlers import table_restore_blocks as table_blocks
 from handlers.blocks import Message, context, ephemeral, section, usage_help, when
+from handlers.verification_blocks import table_report
 
 STEP_TEXT = {
     Step.CREATE_BRANCH: ":hourglass_flowing_sand: creating the restore branch…",
@@ -31,6 +33,7 @@ STEP_TEXT = {
     Step.VERIFY: ":mag: verifying tables and row counts…",
     Step.CLEAN_UP: ":broom: the restore cannot go on; removing the branch it made…",
     Step.DELETE_BACKUP: ":wastebasket: deleting the backup branch…",
+    **table_blocks.STEP_TEXT,
 }
 
 
@@ -54,6 +57,8 @@ def _what(request: ChangeRequest) -> str:
         return f"New branch `{target}` from `{source}` as it was at {when(plan.instant)}"
     if plan.action == RequestAction.RESTORE_FROM_BRANCH:
         return f"New branch `{target}` from backup `{source}`"
+    if plan.action == RequestAction.RESTORE_TABLE:
+        return table_blocks.what(request)
     if plan.action == RequestAction.DELETE_BACKUP:
         return f"Delete backup `{source}` from Neon. It is a recovery point: this cannot be undone"
     if plan.action == RequestAction.PRUNE_BACKUPS:
@@ -94,10 +99,13 @@ def _outcome(request: ChangeRequest) -> list[dict[str, Any]]:
         differs = any(t.differs for t in report.tables) or report.missing_in_target
         mark = ":white_check_mark:" if report.ok and not differs else ":warning:"
         blocks.append(section(f"{mark} *Verification:* {report.summary()}"))
+        blocks += table_report(report)
     plan = request.plan
     source, target, preserve = _names(request)
     if request.state == RequestState.SUCCEEDED:
-        if plan.action == RequestAction.DELETE_BACKUP:
+        if plan.action == RequestAction.RESTORE_TABLE:
+            blocks += table_blocks.outcome(request)
+        elif plan.action == RequestAction.DELETE_BACKUP:
             blocks.append(section(f"Backup `{source}` was deleted."))
         elif plan.action == RequestAction.PRUNE_BACKUPS:
             blocks.append(section(f"{len(plan.branches)} backup(s) were deleted."))

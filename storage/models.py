@@ -10,7 +10,8 @@ a row reads back as a domain entity field for field (storage.store maps them who
   on PostgreSQL, naive UTC text on SQLite), always read back timezone-aware in UTC;
 - `EnumText`: a StrEnum of bot.domain, stored as its value;
 - `JsonTuple`, `JsonObject`, `ApprovalList`: JSON text of a tuple of strings, a mapping of
-  plain JSON data, and a request's approvals.
+  plain JSON data, and a request's approvals;
+- `TableCopyJson`: a table restore's TableCopy (bot.domain.table_restores), as JSON text.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from sqlmodel import Field, SQLModel
 from bot.domain.backups import BackupStatus
 from bot.domain.drills import DrillState, DrillStep
 from bot.domain.requests import Approval, RequestAction, RequestState, Step
+from bot.domain.table_restores import TableCopy
 
 HASH_LENGTH = 64
 
@@ -130,6 +132,24 @@ class JsonObject(TypeDecorator[dict[str, Any]]):
     def process_result_value(self, value: str | None, dialect: Dialect
                              ) -> dict[str, Any] | None:
         return None if value is None else json.loads(value)
+
+
+class TableCopyJson(TypeDecorator[TableCopy]):
+    """What a table restore copies (the plan's `table_copy`), as JSON text; NULL for the
+    other requests."""
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, TableCopy):
+            raise TypeError(f"expected a TableCopy, got {type(value).__name__}")
+        return json.dumps(value.to_dict(), ensure_ascii=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> TableCopy | None:
+        return None if value is None else TableCopy.from_dict(json.loads(value))
 
 
 class ApprovalList(TypeDecorator[tuple[Approval, ...]]):
@@ -273,6 +293,8 @@ class ChangeRequestRow(SQLModel, table=True):
     export_id: str | None = Field(default=None, sa_column=Column("export_id", String()))
     export_digest: str | None = Field(default=None,
                                       sa_column=Column("export_digest", String()))
+    table_copy: TableCopy | None = Field(default=None, sa_column=Column("table_copy",
+                                                                       TableCopyJson()))
     plan_hash: str = Field(sa_column=Column("plan_hash", String(HASH_LENGTH), nullable=False))
     reason: str = Field(sa_column=Column("reason", Text(), nullable=False))
     required_approvals: int = Field(sa_column=Column("required_approvals", Integer(),

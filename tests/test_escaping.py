@@ -20,6 +20,7 @@ from bot.domain.health import Check, Level
 from bot.domain.requests import Approval, Plan, RequestAction, RequestState, Step
 from bot.domain.restores import parse_restore_command
 from bot.domain.retention import PruneCandidate, PrunePlan, RetentionPolicy
+from bot.domain.table_restores import TableCopy, TableMode
 from bot.domain.text import escape
 from bot.domain.verification import (
     CheckResult,
@@ -165,6 +166,14 @@ def hostile_request(state: RequestState,
                     source_branch_id="br-restore", source_branch_name="restore-20260113-1325",
                     target_branch_name=HOSTILE, target_branch_id="br-main",
                     preserve_under_name="pre-restore-20260113-142500")
+    elif action == RequestAction.RESTORE_TABLE:  # names from PostgreSQL, a typed condition
+        copy = TableCopy(schema=HOSTILE, table=HOSTILE, mode=TableMode.MERGE, condition=HOSTILE,
+                         target_table=HOSTILE)
+        plan = replace(plan, action=action, source_branch_name=HOSTILE, table_copy=copy)
+        changes.setdefault("extra", {"columns": [HOSTILE], "key": [HOSTILE], "rows": 5,
+                                     "live_rows": 95, "safety_backup": HOSTILE,
+                                     "copy_result": {"read": 5, "copied": 5, "live_before": 95,
+                                                     "live_after": 100, "seconds": 0.5}})
     else:
         plan = replace(plan, action=action, source_branch_name=HOSTILE)
     approvals = () if state == RequestState.PENDING else (Approval(BOB, T0),)

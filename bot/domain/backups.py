@@ -82,6 +82,8 @@ BACKUP_USAGE = (
     "`/backup now [reason]` take a backup branch of the default branch now\n"
     "`/backup list` backups with age, size, expiry and reason\n"
     "`/backup delete <branch>` delete a backup branch Lifeguard took (asks to confirm)\n"
+    "`/backup verify <branch>` connect to a backup, count its tables' rows and compare them "
+    "with production\n"
     "`/backup health` the health report: restore window, branches, backups, drills, storage\n"
     "`/backup prune` what the retention policy would delete (asks to confirm)\n"
     "`/backup schedule` when scheduled backups, pruning and reports run\n"
@@ -106,6 +108,11 @@ class BackupDelete:
 
 
 @dataclass(frozen=True)
+class BackupVerify:
+    branch_name: str
+
+
+@dataclass(frozen=True)
 class BackupHealth:
     pass
 
@@ -126,10 +133,10 @@ class BackupHelp:
 
 
 BackupCommand = (BackupNow | BackupList | BackupDelete | BackupHealth | BackupPrune
-                 | BackupSchedule | BackupHelp | BackupExport | BackupExports)
+                 | BackupSchedule | BackupHelp | BackupVerify | BackupExport | BackupExports)
 
-_SUBCOMMANDS = ("now", "list", "delete", "help", "health", "prune", "schedule", "export",
-                "exports")
+_SUBCOMMANDS = ("now", "list", "delete", "verify", "help", "health", "prune", "schedule",
+                "export", "exports")
 _NO_ARGUMENTS: dict[str, type[BackupList | BackupHealth | BackupPrune | BackupSchedule]] = {
     "list": BackupList, "health": BackupHealth, "prune": BackupPrune,
     "schedule": BackupSchedule,
@@ -169,6 +176,12 @@ def parse_backup_command(text: str) -> BackupCommand:
                 "`/backup delete backup-20261121-142500`."
             )
         return BackupDelete(branch_name=names[0])
+    if subcommand == "verify":
+        names = rest.split()
+        if len(names) != 1:
+            raise InvalidInput("`/backup verify` needs exactly one branch name, such as "
+                               "`/backup verify backup-20261121-142500`.")
+        return BackupVerify(branch_name=names[0])
     shown = words[0] if len(words[0]) <= 40 else words[0][:40] + "…"
     raise InvalidInput(
         f"`{escape(shown)}` is not a /backup command. Accepted: {', '.join(_SUBCOMMANDS)}.\n"

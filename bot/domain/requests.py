@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.domain.errors import NotAllowed
+from bot.domain.table_restores import TableCopy
 
 
 class RequestState(StrEnum):
@@ -56,6 +57,7 @@ class RequestAction(StrEnum):
     DELETE_BACKUP = "delete_backup"  # a backup branch deleted (it is a recovery point)
     PRUNE_BACKUPS = "prune_backups"  # the backups the retention policy no longer keeps
     RESTORE_EXPORT = "restore_export"  # restore branch holding exactly what an export holds
+    RESTORE_TABLE = "restore_table"  # one table copied from a backup or restore into live
 
 
 ACTION_TITLES = {
@@ -65,6 +67,7 @@ ACTION_TITLES = {
     RequestAction.DELETE_BACKUP: "Deletion of a backup",
     RequestAction.PRUNE_BACKUPS: "Pruning of backups",
     RequestAction.RESTORE_EXPORT: "Restore from an export",
+    RequestAction.RESTORE_TABLE: "Table restore",
 }
 
 
@@ -81,6 +84,10 @@ class Step(StrEnum):
     CHECK_EXPORT = "check_export"  # export restores: every file's SHA-256, before Neon
     EMPTY_DATABASES = "empty_databases"  # export restores: the branch's databases dropped
     RESTORE_DATABASES = "restore_databases"  # export restores: pg_restore, one at a time
+    SAFETY_BACKUP = "safety_backup"  # table restores that change live rows: a backup first
+    WAIT_SAFETY_BACKUP = "wait_safety_backup"
+    COPY_TABLE = "copy_table"  # table restores: the rows copied into the live branch
+    DROP_SOURCE = "drop_source"  # table restores `at <when>`: the branch made for it removed
     DONE = "done"
 
 
@@ -106,6 +113,7 @@ class Plan:
     branches: tuple[str, ...] = ()  # pruning: every backup branch it deletes
     export_id: str | None = None  # export restores: the export restored
     export_digest: str | None = None  # its files' SHA-256s (export_restores.files_digest)
+    table_copy: TableCopy | None = None  # table restores: the table, mode and row condition
 
     def hash(self) -> str:
         body = {
@@ -124,6 +132,8 @@ class Plan:
         if self.export_id is not None:  # likewise: only export restores bind these
             body["export_id"] = self.export_id
             body["export_digest"] = self.export_digest
+        if self.table_copy is not None:  # likewise
+            body["table_copy"] = self.table_copy.to_dict()
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

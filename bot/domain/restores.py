@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from bot.domain.backups import is_backup_name, validate_reason
 from bot.domain.echo import echo
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.table_restores import TABLE_USAGE, RestoreTable, parse_table_restore
 from bot.domain.when import WHEN_FORMATS, split_when
 
 RESTORE_PREFIX = "restore-"
@@ -32,6 +33,7 @@ RESTORE_USAGE = (
     "that moment, such as `/restore 14:25 bad deploy` or `/restore 30 minutes ago`\n"
     "`/restore from <branch> [reason]` a restore branch from a backup branch "
     "(`/backup list` shows them)\n"
+    f"{TABLE_USAGE}\n"
     "`/restore promote <branch> [reason]` make a verified restore branch the live one, "
     "keeping the old state as a pre-restore-… branch\n"
     "`/restore status [id]` where a request is (without an id: the open ones)\n"
@@ -87,9 +89,9 @@ class RestoreForm:
 
 
 RestoreCommand = (RestoreAt | RestoreFrom | RestorePromote | RestoreStatus | RestoreCancel
-                  | RestoreLog | RestoreHelp | RestoreForm)
+                  | RestoreLog | RestoreHelp | RestoreForm | RestoreTable)
 
-_SUBCOMMANDS = ("from", "promote", "status", "cancel", "log", "help")
+_SUBCOMMANDS = ("from", "table", "promote", "status", "cancel", "log", "help")
 
 
 def new_request_id() -> str:
@@ -187,6 +189,8 @@ def parse_restore_command(text: str) -> RestoreCommand:
         branch_name, reason = _branch_and_reason(rest, "from")
         check_restorable_source(branch_name)
         return RestoreFrom(branch_name=branch_name, reason=validate_reason(reason))
+    if subcommand == "table":
+        return parse_table_restore(rest)
     if subcommand == "promote":
         branch_name, reason = _branch_and_reason(rest, "promote")
         check_promotable(branch_name)

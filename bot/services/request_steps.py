@@ -20,6 +20,7 @@ from bot.neon.errors import NeonNotFound, NeonOperationTimeout
 from bot.neon.models import BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri
 from bot.services.ports import MessageRef
+from bot.services.table_steps import TableSteps
 from bot.services.verification import Verifier
 from bot.services.work import WAIT, Change, Kind, Wait
 
@@ -64,11 +65,13 @@ class RequestSteps:
     """What each step of a change request does."""
 
     def __init__(self, neon: RestoreNeon, verifier: Verifier, backups: BackupDeletion | None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 tables: TableSteps | None = None) -> None:
         self.neon = neon
         self.verifier = verifier
         self.backups = backups
         self.now = now
+        self.tables = tables  # the steps of table restores
 
     def kind(self, show: Callable[[ChangeRequest], MessageRef | None]) -> Kind[ChangeRequest]:
         return Kind(
@@ -76,7 +79,7 @@ class RequestSteps:
             show=show,
             # idempotent, and the branch exists by then: transient trouble is retried
             retried=frozenset({Step.WAIT_BRANCH, Step.WAIT_PROMOTION, Step.VERIFY,
-                               Step.CLEAN_UP}))
+                               Step.CLEAN_UP}) | TableSteps.retried)
 
     def _steps(self) -> dict[str, Callable[[ChangeRequest], Change[ChangeRequest] | Wait]]:
         def checked(step: Callable[[ChangeRequest], Change[ChangeRequest] | Wait]
@@ -96,6 +99,7 @@ class RequestSteps:
             Step.VERIFY: checked(self._verify),
             Step.CLEAN_UP: self._clean_up,
             Step.DELETE_BACKUP: checked(self._delete_backup),
+            **(self.tables.steps(checked) if self.tables is not None else {}),
         }
 
     def _start(self, request: ChangeRequest) -> Change[ChangeRequest]:
@@ -103,6 +107,8 @@ class RequestSteps:
                  RequestAction.DELETE_BACKUP: Step.DELETE_BACKUP,
                  RequestAction.PRUNE_BACKUPS: Step.DELETE_BACKUP}.get(request.plan.action,
                                                                       Step.CREATE_BRANCH)
+        if request.plan.action == RequestAction.RESTORE_TABLE and self.tables is not None:
+            first = self.tables.first_step(request)
         return Change(replace(request, state=RequestState.RUNNING, step=first),
                       "request.started", {"state": RequestState.RUNNING, "step": first})
 
@@ -209,6 +215,8 @@ class RequestSteps:
         """The one way a request fails. A restore whose branch may exist removes it first
         (step clean_up); a promotion keeps everything, since its preserved branch is the
         old state of production."""
+        if request.plan.action == RequestAction.RESTORE_TABLE and self.tables is not None:
+            return self.tables.failed(request, reason)
         made_branch = (request.plan.action in (RequestAction.RESTORE_POINT_IN_TIME,
                                                RequestAction.RESTORE_FROM_BRANCH)
                        and request.state == RequestState.RUNNING

@@ -36,9 +36,12 @@ from bot.domain.restores import (
 from bot.domain.when import parse_when
 from bot.neon.errors import NeonError
 from bot.neon.models import Branch
+from bot.services.backup_checks import BackupChecks
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, MessageRef, Records
 from bot.services.request_steps import BackupDeletion, RequestSteps, RestoreNeon
+from bot.services.table_restores import TableRestores
+from bot.services.table_steps import TableSteps
 from bot.services.verification import Verifier
 from bot.services.work import SYSTEM, Engine
 
@@ -73,7 +76,6 @@ class RestoreStore(AuditLog, Protocol):
     requests: Records[ChangeRequest]
 
     def audit_for(self, subject: str) -> list[AuditEntry]: ...
-
 
 
 
@@ -113,7 +115,11 @@ class RestoreService:
         self.approvers_configured = approvers_configured
         self.backups = backups
         self.now = now
-        self.steps = RequestSteps(neon, verifier, backups, now)
+        self.steps = RequestSteps(neon, verifier, backups, now,
+                                  tables=TableSteps(neon, backups, store.requests, now))  # type: ignore[arg-type]
+        self.tables = TableRestores(neon, directory, store.requests, self,
+                                    project_id=project_id, now=now)
+        self.backup_checks = BackupChecks(neon, verifier, store)  # /backup verify
         self.work = Engine(self.steps.kind(notifier.request_changed), store.requests,
                            worker_id=worker_id, now=now)
 
@@ -129,6 +135,14 @@ class RestoreService:
             raise NotAllowed("No approvers are configured, and restores need a second "
                              "person's approval. An admin should set APPROVERS (Slack user ids "
                              "U… and user-group ids S…).")
+
+    def check_approvers_configured(self) -> None:
+        self._check_approvers_configured()
+
+    def record_request(self, request_id: str, plan: Plan, reason: str, extra: dict[str, Any],
+                       *, channel_id: str | None, response_url: str | None) -> ChangeRequest:
+        """Record a request another service planned (a table restore), like every other."""
+        return self._record(request_id, plan, reason, channel_id, response_url, extra)
 
     def request_point_in_time(self, user_id: str, when_text: str, reason: str, *,
                               channel_id: str | None,
@@ -240,7 +254,8 @@ class RestoreService:
             "target": plan.target_branch_name,
             "instant": plan.instant.isoformat() if plan.instant else None,
             "preserve_under_name": plan.preserve_under_name, "reason": reason,
-            "plan_hash": request.plan_hash, "expires_at": request.expires_at.isoformat()})
+            "plan_hash": request.plan_hash, "expires_at": request.expires_at.isoformat(),
+            **({"table_copy": plan.table_copy.to_dict()} if plan.table_copy else {})})
         try:
             recorded = self.store.requests.add(request, event)
         except DuplicateRequest:

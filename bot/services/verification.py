@@ -365,6 +365,12 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
+def plain_error(error: BaseException, *urls: str) -> str:
+    """A database error in plain words on one line, without the connection strings given
+    or their passwords: for other readers of branches (table restores)."""
+    return _scrub(_first_words(error), _secrets_of(*urls))
+
+
 def _first_words(error: BaseException) -> str:
     """The server's or libpq's message on one line: the primary message of a server error
     (without the LINE/caret lines), else libpq's text without its 'connection failed:'."""

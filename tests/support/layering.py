@@ -28,6 +28,8 @@ PACKAGES = ("bot", "handlers", "storage")
 STANDARD_LIBRARY = frozenset(sys.stdlib_module_names)
 NEON_LIBRARIES = frozenset({"httpx", "tenacity", "pydantic", "pydantic_core"})
 DATABASE_LIBRARIES = frozenset({"sqlalchemy", "sqlmodel", "alembic", "psycopg"})
+BRANCH_READERS = ("bot.services.verification", "bot.services.table_source",
+                  "bot.services.table_copy")
 EXPORT_LIBRARIES = frozenset({"boto3", "botocore", "pyrage", "zstandard", "psycopg"})
 
 
@@ -94,12 +96,15 @@ RULES = (
          or within(target, "bot.neon")),
     # The protocols' vocabulary is bot/domain plus the Neon client's types and errors; the
     # client itself is handed in by bot/app.py. Verifying a restored branch means querying
-    # it, so psycopg is allowed to the verification module and to no other service.
+    # it, so psycopg is allowed to the verification module and to no other service; a table
+    # restore reads and copies a table between branches, so its two modules that query them
+    # may use psycopg, and pglast (PostgreSQL's parser) to check a row condition.
     Rule("services", "bot/services use bot/domain and reach the outside through protocols",
          governs=lambda importer: within(importer, "bot.services"),
          allows=lambda importer, target: is_standard(target)
          or within(target, "bot.domain", "bot.services", "bot.neon.models", "bot.neon.errors")
-         or (top_level(target) == "psycopg" and within(importer, "bot.services.verification"))),
+         or (top_level(target) == "psycopg" and within(importer, *BRANCH_READERS))
+         or (top_level(target) == "pglast" and within(importer, "bot.services.table_source"))),
     # Reaching the database or Neon through their libraries is touching them directly too.
     Rule("handlers", "handlers never touch storage, bot/neon or the composition root",
          governs=lambda importer: within(importer, "handlers"),

@@ -21,7 +21,7 @@ HOSTILE_SHOWN = ("&lt;!channel&gt; &lt;@U0BOB00002&gt; &lt;https://evil.example|
 # and the permalink to a card; and the placeholders of its usage texts (`<branch>`), which
 # it writes as they are.
 LIFEGUARD_MARKUP = re.compile(
-    r"branch|when|id|name"
+    r"branch|when|id|name|table|condition"
     r"|@U0[A-Z]+"
     r"|!subteam\^S[0-9A-Z]+"
     r"|!date\^[0-9]+\^[^|<>]*\|[^|<>]*"
