@@ -507,7 +507,9 @@ def test_postgres_the_other_takes_over_within_an_interval(leaders_on, postgres_u
 
     terminate(postgres_url, advisory_lock_holder(postgres_url))  # type: ignore[arg-type]
     took = wait_until(lambda: second.is_leader, timeout=5)
-    assert took <= interval + 0.3
+    # The lock is taken at the second's next round, at most an interval away; then its
+    # scheduler starts on the store, which on a loaded machine takes up to another.
+    assert took <= 2 * interval
     wait_until(lambda: not first.is_leader, timeout=interval + 1)
     time.sleep(3 * interval)
     assert second.is_leader and not first.is_leader
