@@ -263,7 +263,11 @@ def build(settings: Settings) -> Lifeguard:
         verifier,
         project_id=settings.neon_project_id, required_approvals=settings.required_approvals,
         approval_ttl=settings.approval_ttl, approvers_configured=bool(settings.approvers),
-        backups=backups, worker_id=worker_id)
+        backups=backups, worker_id=worker_id,
+        exports=Archive.from_settings(
+            export_url=settings.export_url, endpoint_url=settings.export_s3_endpoint,
+            project_id=settings.neon_project_id, recipients=settings.export_recipients,
+            identity=settings.export_identity) if settings.export_url else None)
     drills = DrillService(store, neon, SlackDrillNotifier(client, settings.alerts_channel),
                           verifier, target_age=settings.drill_target_age, worker_id=worker_id)
     health = HealthService(store, neon, ops, branches_limit=partial(neon_branches_limit, neon),

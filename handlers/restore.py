@@ -23,6 +23,7 @@ from bot.domain.restores import (
     RestoreAt,
     RestoreCancel,
     RestoreCommand,
+    RestoreExport,
     RestoreForm,
     RestoreFrom,
     RestoreHelp,
@@ -81,7 +82,8 @@ def handle_restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
                                "type `/restore <when>` instead (`/restore help` shows how).")
         ack()
         client.views_open(trigger_id=asked.trigger_id, view=cards.restore_form(datetime.now(UTC)))
-    elif isinstance(parsed, RestoreAt | RestoreFrom | RestorePromote | RestoreTable):
+    elif isinstance(parsed, RestoreAt | RestoreFrom | RestorePromote | RestoreTable
+                    | RestoreExport):
         restores.record_command(asked.user_id, asked.text)  # durably, before the ack
         ack(**cards.checking(asked.text))
         asker.later(lambda: respond(**_ask(restores, asked.user_id, parsed, approvals_channel,
@@ -194,6 +196,8 @@ def _ask(restores: RestoreService, user_id: str, parsed: RestoreCommand,
                                                **where)
     elif isinstance(parsed, RestoreTable):
         request = restores.tables.request(user_id, parsed, **where)
+    elif isinstance(parsed, RestoreExport):
+        request = restores.request_export(user_id, parsed.export_id, parsed.reason, **where)
     else:
         assert isinstance(parsed, RestorePromote)
         request = restores.request_promotion(user_id, parsed.branch_name, parsed.reason,

@@ -22,7 +22,7 @@ from bot.domain.text import escape
 from bot.domain.verification import VerificationReport
 from handlers import ids
 from handlers import table_restore_blocks as table_blocks
-from handlers.blocks import Message, context, ephemeral, section, usage_help, when
+from handlers.blocks import Message, context, ephemeral, section, size, usage_help, when
 from handlers.verification_blocks import table_report
 
 STEP_TEXT = {
@@ -34,6 +34,10 @@ STEP_TEXT = {
     Step.CLEAN_UP: ":broom: the restore cannot go on; removing the branch it made…",
     Step.DELETE_BACKUP: ":wastebasket: deleting the backup branch…",
     **table_blocks.STEP_TEXT,
+    Step.CHECK_EXPORT: ":mag: checking every file of the export against its manifest…",
+    Step.EMPTY_DATABASES: ":broom: emptying the new branch: deleting its databases…",
+    Step.RESTORE_DATABASES: ":hourglass_flowing_sand: restoring the export's databases "
+                            "with pg_restore…",
 }
 
 
@@ -59,6 +63,8 @@ def _what(request: ChangeRequest) -> str:
         return f"New branch `{target}` from backup `{source}`"
     if plan.action == RequestAction.RESTORE_TABLE:
         return table_blocks.what(request)
+    if plan.action == RequestAction.RESTORE_EXPORT:
+        return f"New branch `{target}` holding exactly {_export(request)}"
     if plan.action == RequestAction.DELETE_BACKUP:
         return f"Delete backup `{source}` from Neon. It is a recovery point: this cannot be undone"
     if plan.action == RequestAction.PRUNE_BACKUPS:
@@ -68,6 +74,22 @@ def _what(request: ChangeRequest) -> str:
                 f"keeps: {shown}{more}. They are recovery points: this cannot be undone")
     return (f"Restore the live branch `{target}` in place from `{source}`; its current state "
             f"is kept as `{preserve}`. Connection strings do not change.")
+
+
+def _export(request: ChangeRequest) -> str:
+    """The export a request restores, as stored when it was asked: id, when, source branch,
+    databases and sizes; every name from outside escaped."""
+    facts = request.extra.get("export") or {}
+    taken = facts.get("started_at")
+    try:
+        taken_at = when(datetime.fromisoformat(taken)) if taken else "at an unknown time"
+    except (TypeError, ValueError):
+        taken_at = "at an unknown time"
+    databases = ", ".join(
+        f"`{escape(str(d.get('name')))}` ({size(d.get('size'))}, {d.get('tables')} tables)"
+        for d in facts.get("databases") or [])
+    return (f"export `{escape(str(request.plan.export_id))}`, taken {taken_at} from branch "
+            f"`{escape(str(facts.get('branch_name')))}`: {databases or 'no databases'}")
 
 
 def _status(request: ChangeRequest) -> str:

@@ -223,3 +223,16 @@ def test_a_bucket_that_does_not_exist_is_named(store_env, keys):
     with pytest.raises(ObjectStoreError) as error:
         archive(store_env, "no-such-bucket", keys).check()
     assert error.value.reason == "no_bucket" and "no-such-bucket" in str(error.value)
+
+
+def test_a_restore_whose_bytes_are_not_the_manifests_fails(finished, postgres):
+    from bot.domain.export_errors import RestoreFailed
+
+    exports, _, folder, manifest, _ = finished
+    target = postgres.create_database("archive_restored_wrong_sum")
+    with pytest.raises(RestoreFailed, match="is not the manifest's"):
+        exports.restore_file(folder, manifest.databases[0].file, target,
+                             expected_sha256="0" * 64)
+    exports.restore_file(folder, manifest.databases[0].file,
+                         postgres.create_database("archive_restored_right_sum"),
+                         expected_sha256=manifest.databases[0].sha256)

@@ -36,6 +36,8 @@ RESTORE_USAGE = (
     f"{TABLE_USAGE}\n"
     "`/restore promote <branch> [reason]` make a verified restore branch the live one, "
     "keeping the old state as a pre-restore-… branch\n"
+    "`/restore export <id> [reason]` a restore branch holding exactly what that export off "
+    "Neon holds (`/backup exports` lists their ids; needs EXPORT_IDENTITY)\n"
     "`/restore status [id]` where a request is (without an id: the open ones)\n"
     "`/restore cancel <id>` withdraw a request you made that is still waiting for approval\n"
     "`/restore log [id]` the audit trail of a request (without an id: the latest requests)\n"
@@ -60,6 +62,12 @@ class RestoreFrom:
 @dataclass(frozen=True)
 class RestorePromote:
     branch_name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestoreExport:
+    export_id: str
     reason: str
 
 
@@ -89,9 +97,11 @@ class RestoreForm:
 
 
 RestoreCommand = (RestoreAt | RestoreFrom | RestorePromote | RestoreStatus | RestoreCancel
-                  | RestoreLog | RestoreHelp | RestoreForm | RestoreTable)
+                  | RestoreLog | RestoreHelp | RestoreForm | RestoreTable | RestoreExport)
 
-_SUBCOMMANDS = ("from", "table", "promote", "status", "cancel", "log", "help")
+_SUBCOMMANDS = ("from", "table", "promote", "export", "status", "cancel", "log", "help")
+# An export's id as bot.domain.exports names its folders.
+EXPORT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 
 
 def new_request_id() -> str:
@@ -195,6 +205,15 @@ def parse_restore_command(text: str) -> RestoreCommand:
         branch_name, reason = _branch_and_reason(rest, "promote")
         check_promotable(branch_name)
         return RestorePromote(branch_name=branch_name, reason=validate_reason(reason))
+    if subcommand == "export":
+        parts = rest.split(maxsplit=1)
+        if not parts or not EXPORT_ID.match(parts[0]):
+            shown = f" (got `{echo(parts[0])}`)" if parts else ""
+            raise InvalidInput("`/restore export` needs an export id: letters, digits, '-' "
+                               f"and '_'{shown}, such as `/restore export 3f2a9c1d`; "
+                               f"`/backup exports` lists them.\n{RESTORE_USAGE}")
+        return RestoreExport(export_id=parts[0],
+                             reason=validate_reason(parts[1] if len(parts) > 1 else ""))
     if subcommand == "status":
         return RestoreStatus(request_id=_optional_id(rest, "status"))
     if subcommand == "log":

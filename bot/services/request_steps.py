@@ -17,8 +17,9 @@ from bot.domain import requests as rules
 from bot.domain.backups import Backup, BackupStatus
 from bot.domain.requests import ChangeRequest, RequestAction, RequestState, Step
 from bot.neon.errors import NeonNotFound, NeonOperationTimeout
-from bot.neon.models import BranchChange
+from bot.neon.models import BranchChange, Database, Operation, Role
 from bot.services.branches import BranchAccess, branch_connection_uri
+from bot.services.export_restore_steps import ExportRestores
 from bot.services.ports import MessageRef
 from bot.services.table_steps import TableSteps
 from bot.services.verification import Verifier
@@ -39,6 +40,12 @@ class RestoreNeon(BranchAccess, Protocol):
     def restore_branch(self, branch_id: str, *, source_branch_id: str,
                        source_timestamp: datetime | None = None,
                        preserve_under_name: str | None = None) -> BranchChange: ...
+
+    # export restores (bot/services/export_restore_steps.py)
+    def list_roles(self, branch_id: str) -> list[Role]: ...
+    def create_database(self, branch_id: str, name: str,
+                        owner_name: str) -> tuple[Database, tuple[Operation, ...]]: ...
+    def delete_database(self, branch_id: str, name: str) -> tuple[Operation, ...]: ...
 
 
 class BackupDeletion(Protocol):
@@ -61,17 +68,25 @@ def step_of(request: ChangeRequest) -> str | None:
     return None
 
 
+def _after_branch(request: ChangeRequest) -> Step:
+    """A new restore branch is verified; an export's is first emptied and restored into."""
+    return (Step.EMPTY_DATABASES if request.plan.action == RequestAction.RESTORE_EXPORT
+            else Step.VERIFY)
+
+
 class RequestSteps:
     """What each step of a change request does."""
 
     def __init__(self, neon: RestoreNeon, verifier: Verifier, backups: BackupDeletion | None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 tables: TableSteps | None = None) -> None:
+                 tables: TableSteps | None = None,
+                 exports: ExportRestores | None = None) -> None:
         self.neon = neon
         self.verifier = verifier
         self.backups = backups
         self.now = now
         self.tables = tables  # the steps of table restores
+        self.exports = exports or ExportRestores(None, neon)
 
     def kind(self, show: Callable[[ChangeRequest], MessageRef | None]) -> Kind[ChangeRequest]:
         return Kind(
@@ -79,7 +94,8 @@ class RequestSteps:
             show=show,
             # idempotent, and the branch exists by then: transient trouble is retried
             retried=frozenset({Step.WAIT_BRANCH, Step.WAIT_PROMOTION, Step.VERIFY,
-                               Step.CLEAN_UP}) | TableSteps.retried)
+                               Step.CLEAN_UP, Step.EMPTY_DATABASES, Step.RESTORE_DATABASES})
+                    | TableSteps.retried)
 
     def _steps(self) -> dict[str, Callable[[ChangeRequest], Change[ChangeRequest] | Wait]]:
         def checked(step: Callable[[ChangeRequest], Change[ChangeRequest] | Wait]
@@ -92,7 +108,7 @@ class RequestSteps:
         return {
             START: self._start,
             Step.CREATE_BRANCH: checked(self._create_restore_branch),
-            Step.WAIT_BRANCH: checked(lambda r: self._wait(r, r.branch_id, Step.VERIFY)),
+            Step.WAIT_BRANCH: checked(lambda r: self._wait(r, r.branch_id, _after_branch(r))),
             Step.PROMOTE: checked(self._promote),
             Step.WAIT_PROMOTION: checked(
                 lambda r: self._wait(r, r.plan.target_branch_id, Step.VERIFY)),
@@ -100,12 +116,16 @@ class RequestSteps:
             Step.CLEAN_UP: self._clean_up,
             Step.DELETE_BACKUP: checked(self._delete_backup),
             **(self.tables.steps(checked) if self.tables is not None else {}),
+            Step.CHECK_EXPORT: checked(self.exports.check),
+            Step.EMPTY_DATABASES: checked(self.exports.empty),
+            Step.RESTORE_DATABASES: checked(self.exports.restore_next),
         }
 
     def _start(self, request: ChangeRequest) -> Change[ChangeRequest]:
         first = {RequestAction.PROMOTE: Step.PROMOTE,
                  RequestAction.DELETE_BACKUP: Step.DELETE_BACKUP,
-                 RequestAction.PRUNE_BACKUPS: Step.DELETE_BACKUP}.get(request.plan.action,
+                 RequestAction.PRUNE_BACKUPS: Step.DELETE_BACKUP,
+                 RequestAction.RESTORE_EXPORT: Step.CHECK_EXPORT}.get(request.plan.action,
                                                                       Step.CREATE_BRANCH)
         if request.plan.action == RequestAction.RESTORE_TABLE and self.tables is not None:
             first = self.tables.first_step(request)
@@ -163,6 +183,8 @@ class RequestSteps:
 
     def _verify(self, request: ChangeRequest) -> Change[ChangeRequest]:
         plan = request.plan
+        if plan.action == RequestAction.RESTORE_EXPORT:  # against the manifest, not a branch
+            return self.exports.verify(request, self.now())
         if plan.action == RequestAction.PROMOTE:
             assert plan.target_branch_id is not None
             target, source = plan.target_branch_id, plan.source_branch_id
@@ -218,9 +240,11 @@ class RequestSteps:
         if request.plan.action == RequestAction.RESTORE_TABLE and self.tables is not None:
             return self.tables.failed(request, reason)
         made_branch = (request.plan.action in (RequestAction.RESTORE_POINT_IN_TIME,
-                                               RequestAction.RESTORE_FROM_BRANCH)
+                                               RequestAction.RESTORE_FROM_BRANCH,
+                                               RequestAction.RESTORE_EXPORT)
                        and request.state == RequestState.RUNNING
-                       and request.step not in (Step.CREATE_BRANCH, Step.CLEAN_UP, None))
+                       and request.step not in (Step.CHECK_EXPORT, Step.CREATE_BRANCH,
+                                                Step.CLEAN_UP, None))
         if made_branch:
             return Change(replace(request, step=Step.CLEAN_UP, error=reason),
                           "request.step_failed", {"branch_id": request.branch_id})

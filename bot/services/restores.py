@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from bot.domain import requests as rules
 from bot.domain.audit import AuditEntry, AuditEvent
 from bot.domain.errors import Conflict, DuplicateRequest, ExternalServiceError, NotAllowed, NotFound
+from bot.domain.export_restores import files_digest
 from bot.domain.instants import check_restore_window, describe_instant
 from bot.domain.requests import (
     ChangeRequest,
@@ -37,8 +38,9 @@ from bot.domain.when import parse_when
 from bot.neon.errors import NeonError
 from bot.neon.models import Branch
 from bot.services.backup_checks import BackupChecks
+from bot.services.export_restore_steps import ExportRestores, export_facts
 from bot.services.neon_errors import explain_neon_error
-from bot.services.ports import AuditLog, MessageRef, Records
+from bot.services.ports import AuditLog, ExportArchive, MessageRef, Records
 from bot.services.request_steps import BackupDeletion, RequestSteps, RestoreNeon
 from bot.services.table_restores import TableRestores
 from bot.services.table_steps import TableSteps
@@ -103,7 +105,7 @@ class RestoreService:
                  notifier: RequestNotifier, verifier: Verifier, *, project_id: str,
                  required_approvals: int, approval_ttl: timedelta,
                  approvers_configured: bool, backups: BackupDeletion | None = None,
-                 worker_id: str | None = None,
+                 worker_id: str | None = None, exports: ExportArchive | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.neon = neon
@@ -115,8 +117,10 @@ class RestoreService:
         self.approvers_configured = approvers_configured
         self.backups = backups
         self.now = now
+        self.exports = ExportRestores(exports, neon)
         self.steps = RequestSteps(neon, verifier, backups, now,
-                                  tables=TableSteps(neon, backups, store.requests, now))  # type: ignore[arg-type]
+                                  tables=TableSteps(neon, backups, store.requests, now),  # type: ignore[arg-type]
+                                  exports=self.exports)
         self.tables = TableRestores(neon, directory, store.requests, self,
                                     project_id=project_id, now=now)
         self.backup_checks = BackupChecks(neon, verifier, store)  # /backup verify
@@ -193,6 +197,23 @@ class RestoreService:
             target_branch_name=default.name, target_branch_id=default.id,
             preserve_under_name=self._free_name(preserve_branch_name(self.now()), request_id))
         return self._record(request_id, plan, reason, channel_id, response_url, {})
+
+    def request_export(self, user_id: str, export_id: str, reason: str, *,
+                       channel_id: str | None, response_url: str | None) -> ChangeRequest:
+        """A restore branch of the default branch emptied and filled with exactly what the
+        export holds; the approval binds the export and its files' checksums."""
+        self._check_approvers_configured()
+        found = self.exports.prepare(export_id)
+        assert found.manifest is not None
+        default = self._neon(self.neon.default_branch)
+        request_id = new_request_id()
+        plan = Plan(
+            action=RequestAction.RESTORE_EXPORT, project_id=self.project_id,
+            requester=user_id, source_branch_id=default.id, source_branch_name=default.name,
+            target_branch_name=self._free_name(restore_branch_name(self.now()), request_id),
+            export_id=found.export_id, export_digest=files_digest(found.manifest))
+        return self._record(request_id, plan, reason, channel_id, response_url,
+                            export_facts(found))
 
     def request_backup_deletion(self, user_id: str, branch_name: str, reason: str, *,
                                 channel_id: str | None,

@@ -207,3 +207,45 @@ def test_it_needs_only_the_bucket_the_project_and_the_identity(s3, bucket, key, 
                                                      postgres.url("x")).stderr
     bad_url = restore(recovery_env(s3, bucket, key), "exp-one", "--into", "mysql://x")
     assert bad_url.returncode == 1 and "not a PostgreSQL URL" in bad_url.stderr
+
+
+def test_the_readmes_standard_tools_restore_every_database_of_an_export(
+        exports, s3, bucket, key, sources, postgres, tmp_path):
+    """As the README says, with no Lifeguard code: download the folder (what `aws s3 cp
+    --recursive` does), `sha256sum -c SHA256SUMS`, then per database of manifest.json
+    `createdb` and `age -d -i key | zstd -d | pg_restore` 18, each a process of its own."""
+    import json
+    import subprocess
+
+    from bot.exports import find_tools
+
+    client = s3.client()
+    prefix = f"lifeguard/{exports['exp-two']}"
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    for item in listed:
+        client.download_file(bucket, item["Key"], str(tmp_path / item["Key"][len(prefix):]))
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert checked.stdout.count(": OK") == len(manifest["databases"]) == 2
+
+    pg_restore = find_tools().pg_restore
+    for database in manifest["databases"]:
+        target = f"{database['database']}_by_hand"
+        fresh(postgres, target)
+        made = subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(postgres.port),
+                               "-U", postgres.user, target], capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+        command = (f"age -d -i {key.identity_file} '{database['file']}' | zstd -d | "
+                   f"{pg_restore} --no-owner --no-privileges -d '{postgres.url(target)}'")
+        restored = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path,
+                                  capture_output=True, text=True)
+        # pg_restore 18 into this PostgreSQL 15: only transaction_timeout (README).
+        errors = [line for line in restored.stderr.splitlines() if "error:" in line]
+        assert restored.returncode in (0, 1), restored.stderr
+        assert all('"transaction_timeout"' in line for line in errors), restored.stderr
+        digests = table_digests(postgres.url(target))
+        assert digests == table_digests(sources[database["database"]])
+        assert {f"{s}.{t}": rows for (s, t), (rows, _) in digests.items()} == {
+            f"{t['schema']}.{t['table']}": t["rows"] for t in database["tables"]}

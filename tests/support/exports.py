@@ -3,13 +3,14 @@ export job would, and what a person compares a restore with: every table's rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pyrage
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from bot.domain.export_manifest import Manifest
 from bot.domain.exports import folder_name
@@ -83,8 +84,12 @@ def take_export(archive: Archive, export_id: str, databases: dict[str, str], *,
     count is wrong by that much (a restore must then not pass its check)."""
     started = started_at or datetime.now(UTC)
     folder = folder_name(archive.project_id, started, export_id)
-    dumps = [archive.dump_database(folder, url, name) for name, url in databases.items()]
-    dumped = [d.dumped for d in dumps]
+    dumps = [archive.dump_database(folder, url, str(conninfo_to_dict(url)["dbname"]))
+             for url in databases.values()]
+    # The fake Neon calls a branch's physical database (br_…) `neondb`: the manifest
+    # names each database as the API does, as an export of a real Neon branch would.
+    dumped = [replace(d.dumped, database=name) for d, name in zip(dumps, databases,
+                                                                   strict=True)]
     if row_counts_off_by:
         first = dumped[0]
         table = first.tables[0]
