@@ -168,10 +168,10 @@ def export_command(action: str, export_id: str | None) -> int:
 def export_restore(export_id: str, into: str, database: str | None) -> int:
     """Restore an export into any PostgreSQL with nothing but the bucket and the age
     identity: exit 0 when every table's rows match the manifest, 1 otherwise."""
-    from bot.config import load_recovery_settings
+    from bot.config import load_export_settings
 
     try:
-        settings = load_recovery_settings()
+        settings = load_export_settings(required=("export_url", "export_identity"))
     except SettingsError as error:
         print("`python -m bot export restore` needs EXPORT_URL, NEON_PROJECT_ID (the "
               "export folders' prefix) and EXPORT_IDENTITY (EXPORT_S3_ENDPOINT for a store "
@@ -179,7 +179,7 @@ def export_restore(export_id: str, into: str, database: str | None) -> int:
               + "\n".join(f"  - {problem}" for problem in error.problems), file=sys.stderr)
         return 2
     from bot.domain.export_restores import report_lines
-    from bot.exports import Archive, ObjectStore
+    from bot.exports import Archive
     from bot.exports.targets import TargetServer
     from bot.services.export_recovery import ExportRecovery
 
@@ -187,10 +187,8 @@ def export_restore(export_id: str, into: str, database: str | None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        archive = Archive(ObjectStore(settings.export_url,
-                                      endpoint_url=settings.export_s3_endpoint),
-                          project_id=settings.neon_project_id, recipients=(),
-                          identity=settings.export_identity)
+        archive = Archive.from_settings(settings)
+        assert archive is not None  # EXPORT_URL is required above
         target = TargetServer(into)
     except LifeguardError as error:
         print(f"Nothing was restored: {error}", file=sys.stderr)

@@ -148,9 +148,14 @@ def _comma_list(value: Any) -> Any:
 def _check_export_recipients(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
     """Required with EXPORT_URL (which is declared, so checked, before): an export nobody
     can decrypt is worthless."""
+    if not value and info.data.get("export_url") is not None:
+        raise PydanticCustomError("missing", "Field required")
+    return _check_given_recipients(value)
+
+
+def _check_given_recipients(value: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys' form, when there are any: reading exports back needs none."""
     if not value:
-        if info.data.get("export_url") is not None:
-            raise PydanticCustomError("missing", "Field required")
         return value
     if any(key.upper().startswith("AGE-SECRET-KEY-") for key in value):  # never echoed
         raise ValueError("it holds an age secret key (AGE-SECRET-KEY-1…); give the public "
@@ -431,47 +436,6 @@ class StoreSettings(BaseSettings):
     _database_url = field_validator("database_url")(_check_database_url)
 
 
-class RecoverySettings(BaseSettings):
-    """Only what `python -m bot export restore` needs: the bucket, the project's folder in
-    it, and the age identity, so an export can be restored with Slack, Neon and the store
-    all gone. Each is checked as Settings checks it."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore", case_sensitive=False,
-                                      hide_input_in_errors=True)
-
-    neon_project_id: str
-    export_url: str
-    export_s3_endpoint: str | None = None
-    export_identity: str
-
-    @field_validator("export_url", "export_s3_endpoint", "export_identity", mode="before")
-    @classmethod
-    def _empty_is_missing(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str) and not value.strip():
-            if info.field_name != "export_s3_endpoint":
-                raise PydanticCustomError("missing", "Field required")
-            return None
-        return value
-
-    @field_validator("neon_project_id", "export_url", "export_s3_endpoint", "export_identity")
-    @classmethod
-    def _as_settings_check(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            return value
-        check = {"neon_project_id": Settings._project_id, "export_url": Settings._export_url,
-                 "export_s3_endpoint": Settings._export_endpoint,
-                 "export_identity": Settings._identity}[str(info.field_name)]
-        return check(value)
-
-
-def load_recovery_settings() -> RecoverySettings:
-    try:
-        return RecoverySettings()
-    except ValidationError as error:
-        raise SettingsError([_problem(e) for e in error.errors()]) from None
-
-
 def load_store_settings() -> StoreSettings:
     try:
         return StoreSettings()
@@ -480,8 +444,9 @@ def load_store_settings() -> StoreSettings:
 
 
 class ExportSettings(BaseSettings):
-    """Only what `python -m bot export …` needs: the export bucket and the project, so
-    exports can be listed, checked and restored with Slack, Neon and the store all gone."""
+    """Only what `python -m bot export …` needs: the export bucket, the project (the
+    folders' prefix) and, to restore, the age identity, so exports can be listed, checked
+    and restored with Slack, Neon and the store all gone."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
                                       extra="ignore", case_sensitive=False,
@@ -498,12 +463,24 @@ class ExportSettings(BaseSettings):
     _export_url = field_validator("export_url")(_check_export_url)
     _export_endpoint = field_validator("export_s3_endpoint")(_check_export_endpoint)
     _recipient_list = field_validator("export_recipients", mode="before")(_comma_list)
-    _recipients = field_validator("export_recipients")(_check_export_recipients)
+    # Listing, checking and restoring read exports: no public key is needed for that.
+    _recipients = field_validator("export_recipients")(_check_given_recipients)
     _identity = field_validator("export_identity")(_check_export_identity)
 
 
-def load_export_settings() -> ExportSettings:
+def load_export_settings(*, required: tuple[str, ...] = ()) -> ExportSettings:
+    """The export settings; SettingsError naming every problem, and each of `required`
+    (field names, such as "export_identity") that is unset."""
+    problems: list[str] = []
+    settings: ExportSettings | None = None
     try:
-        return ExportSettings()
+        settings = ExportSettings()
     except ValidationError as error:
-        raise SettingsError([_problem(e) for e in error.errors()]) from None
+        problems = [_problem(e) for e in error.errors()]
+    named = {problem.split(" ", 1)[0] for problem in problems}
+    problems += [_problem({"loc": (field,), "type": "missing"}) for field in required
+                 if field.upper() not in named
+                 and (settings is None or getattr(settings, field) is None)]
+    if problems or settings is None:
+        raise SettingsError(problems)
+    return settings
