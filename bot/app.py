@@ -47,6 +47,8 @@ from bot.services.backups import BackupService
 from bot.services.doctor import Check, check_neon, check_pg_dump, check_slack, check_store
 from bot.services.drills import DrillService
 from bot.services.health import HealthService
+from bot.services.incident_steps import Settings as IncidentSettings
+from bot.services.incidents import IncidentEcho, IncidentService
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
 from bot.services.verification import verify_branch
@@ -56,6 +58,7 @@ from handlers.backup import SlackBackupNotifier
 from handlers.directory import SlackDirectory
 from handlers.drill import SlackDrillNotifier, post_drill_reminder
 from handlers.health_blocks import SlackOpsNotifier
+from handlers.incident_room import SlackIncidentRoom
 from handlers.restore import SlackRequestNotifier
 from storage import SqlStore, write_audit_export
 from storage.migrate import current_revision, head_revision, upgrade_to_head
@@ -120,6 +123,7 @@ class Lifeguard:
     scheduled: ScheduledBackups
     reminders: ApprovalReminders
     metrics: Metrics
+    incidents: IncidentService
     leadership: Leadership = field(init=False)
 
     def __post_init__(self) -> None:
@@ -157,7 +161,8 @@ class Lifeguard:
         self.restores.expire_due()
         for work, unfinished in ((self.restores.work, self.restores.runnable()),
                                  (self.backups.work, self.backups.unfinished()),
-                                 (self.drills.work, self.drills.runnable())):
+                                 (self.drills.work, self.drills.runnable()),
+                                 (self.incidents.work, self.incidents.runnable())):
             for item in unfinished:
                 self.background.run(partial(work.advance, item.id, patient=True),
                                     f"reconcile {work.kind.name} {item.id}")
@@ -235,19 +240,30 @@ def build(settings: Settings) -> Lifeguard:
     verifier = partial(verify_branch, custom_checks=settings.verify_checks,
                        exact_row_limit=settings.verify_exact_row_limit)
 
+    # Every change of work linked to an incident is echoed into its channel.
+    incidents = IncidentService(
+        store, SlackIncidentRoom(client, settings.alerts_channel),
+        IncidentSettings(project_id=settings.neon_project_id,
+                         responders=settings.incident_responders,
+                         runbook_url=settings.incident_runbook_url),
+        worker_id=worker_id)
     # Failed backups and failed restores or verifications also alert, once each.
     backups = BackupService(store, neon,
-                            AlertingBackupNotifier(SlackBackupNotifier(client), alerts),
+                            IncidentEcho(AlertingBackupNotifier(SlackBackupNotifier(client),
+                                                                alerts), incidents),
                             retention=settings.backup_retention, worker_id=worker_id)
     restores = RestoreService(
         store, neon, directory,
-        AlertingRequestNotifier(
+        IncidentEcho(AlertingRequestNotifier(
             SlackRequestNotifier(client, directory, settings.approvals_channel), alerts),
+            incidents),
         verifier,
         project_id=settings.neon_project_id, required_approvals=settings.required_approvals,
         approval_ttl=settings.approval_ttl, approvers_configured=bool(settings.approvers),
         backups=backups, worker_id=worker_id)
-    drills = DrillService(store, neon, SlackDrillNotifier(client, settings.alerts_channel),
+    drills = DrillService(store, neon,
+                          IncidentEcho(SlackDrillNotifier(client, settings.alerts_channel),
+                                       incidents),
                           verifier, target_age=settings.drill_target_age, worker_id=worker_id)
     health = HealthService(store, neon, ops, branches_limit=partial(neon_branches_limit, neon),
                            last_drill=partial(last_drill_success, drills))
@@ -260,11 +276,12 @@ def build(settings: Settings) -> Lifeguard:
     wiring.install(bolt, wiring.Services(
         backups=backups, restores=restores, drills=drills, health=health, scheduled=scheduled,
         describe_schedule=partial(describe_schedule, settings), run_later=background.run,
-        approvals_channel=settings.approvals_channel, alerts_channel=settings.alerts_channel))
+        approvals_channel=settings.approvals_channel, alerts_channel=settings.alerts_channel,
+        incidents=incidents))
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
                      backups=backups, restores=restores, drills=drills, background=background,
                      alerts=alerts, health=health, scheduled=scheduled, reminders=reminders,
-                     metrics=metrics)
+                     metrics=metrics, incidents=incidents)
 
 
 # --- pieces of the wiring ------------------------------------------------------------

@@ -73,6 +73,10 @@ DESCRIPTIONS: dict[str, str] = {
     "RETENTION_MONTHLY": "monthly backups kept, a whole number from 0",
     "DRILL_TARGET_AGE": f"how far back a drill restores: {DURATION_FORMAT}",
     "APPROVAL_REMINDER_AFTER": f"when approvers are reminded once: {DURATION_FORMAT}",
+    "INCIDENT_RESPONDERS": "a comma list of Slack user ids (U… or W…) and user-group ids (S…) "
+                           "invited to every incident channel",
+    "INCIDENT_RUNBOOK_URL": "an https:// link to the runbook, bookmarked in every incident "
+                            "channel",
 }
 
 
@@ -152,6 +156,8 @@ class Settings(BaseSettings):
     retention_monthly: int = Field(default=12, ge=0)
     drill_target_age: Duration = timedelta(hours=24)
     approval_reminder_after: Duration = timedelta(minutes=10)
+    incident_responders: IdList = ()
+    incident_runbook_url: str | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -207,7 +213,7 @@ class Settings(BaseSettings):
             raise ValueError("it must be a JSON object mapping each check's name to its SQL")
         return value
 
-    @field_validator("approvers", mode="before")
+    @field_validator("approvers", "incident_responders", mode="before")
     @classmethod
     def _id_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -247,6 +253,13 @@ class Settings(BaseSettings):
             raise ValueError("an app-level token is xapp- followed by letters, digits and "
                              "dashes")
         return value
+
+    @field_validator("incident_runbook_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https://[^/\s]+\S*$", value.strip()):
+            raise ValueError(f"{value!r} is not an https:// URL")
+        return value.strip() if value is not None else None
 
     @field_validator("slack_api_url", "neon_api_url")
     @classmethod
@@ -295,7 +308,7 @@ class Settings(BaseSettings):
     _placeholders = field_validator(
         "slack_bot_token", "slack_app_token", "slack_signing_secret", "neon_api_key",
         "neon_project_id", "approvals_channel", "alerts_channel", "approvers",
-        mode="before")(_refuse_placeholder)
+        "incident_responders", "incident_runbook_url", mode="before")(_refuse_placeholder)
 
 
 class SettingsError(Exception):
