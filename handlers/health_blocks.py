@@ -192,6 +192,11 @@ def _flat(value: Any) -> str:
     return str(value)
 
 
+def schedule_lines(described: Any) -> list[str]:
+    """One mrkdwn line for each scheduled job (the App Home's "next scheduled runs")."""
+    return _describe(described)
+
+
 def schedule_view(described: Any) -> Message:
     lines = _describe(described) or ["No scheduled jobs."]
     return ephemeral("Schedule", _lines("*Schedule*", lines)[:MAX_BLOCKS])

@@ -109,7 +109,7 @@ def _title_of_alert(body: dict[str, Any]) -> str:
     text = message.get("text") if isinstance(message, dict) else None
     if not isinstance(text, str):
         return "Data incident"
-    line = MARKUP.sub("", text.split("\n", 1)[0].split(": ", 1)[0])
+    line = MARKUP.sub("", text.split("\n", 1)[0]).split(": ", 1)[0]
     line = line.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     words = " ".join(line.split())[:100]
     return words if re.search(r"[A-Za-z0-9]", words) else "Data incident"

@@ -4,6 +4,7 @@ branches are real databases."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ALICE, BOB, CAROL, MALLORY, OPS_CHANNEL
+from tests.support.block_kit import problems
 from tests.support.bot_process import ALERTS_CHANNEL, APPROVALS_CHANNEL, audit_entries
 from tests.support.fake_slack import FakeSlack, all_text, manifest_bot_scopes
 from tests.support.restore_steps import ask, card, click
@@ -251,3 +253,59 @@ def test_a_partial_opening_is_reported_and_finished_by_opening_again(driver, sla
     again = open_incident(driver, slack, "Half made")
     assert again["name"] == made == f"inc-{today()}-half-made"  # the same channel, finished
     assert {ALICE, DAVE, CAROL} <= set(again["members"]) and again["pins"]
+
+
+def test_the_app_home_shows_a_waiting_approval_to_its_approver_only_and_its_button_approves(
+        driver, slack, neon):
+    request_id = ask(driver, slack, "3 minutes ago home approval", ALICE)
+    card(slack, request_id, "waiting for approval")
+    open_incident(driver, slack, "Home incident")
+    for user in (ALICE, BOB):
+        driver.app_home_opened(user)
+    slack.wait_for(lambda: slack.home_view(ALICE) and slack.home_view(BOB))
+    alice_home, bob_home = slack.home_view(ALICE), slack.home_view(BOB)
+    assert problems(alice_home, "home") == [] and problems(bob_home, "home") == []
+
+    def approve_buttons(view: dict[str, Any]) -> list[str]:
+        return [e["value"] for b in view["blocks"] if b["type"] == "actions"
+                for e in b["elements"] if e["action_id"] == "request.approve"]
+
+    assert approve_buttons(bob_home) == [request_id]
+    assert approve_buttons(alice_home) == []  # the requester never approves her own
+    assert request_id in all_text(alice_home)  # ... but sees it among her open requests
+    for words in ("Open incidents", "Home incident", "Health", "Latest backups",
+                  "Latest restore drill", "Next scheduled runs"):
+        assert words in all_text(bob_home), words
+
+    published = len(slack.calls_to("views.publish"))
+    response = driver.click("request.approve", request_id, user_id=BOB,
+                            container_type="view")
+    assert response.status_code == 200
+    card(slack, request_id, "done (approved by", timeout=60)
+    # the Home is published again after the decision, without the approval
+    slack.wait_for(lambda: len(slack.calls_to("views.publish")) > published)
+    slack.wait_for(lambda: approve_buttons(slack.home_view(BOB)) == [])
+
+
+def test_a_home_click_naming_a_request_the_home_does_not_show_is_refused(driver, slack):
+    request_id = ask(driver, slack, "2 minutes ago forged", ALICE)
+    card(slack, request_id, "waiting for approval")
+    driver.app_home_opened(MALLORY)  # not an approver: no buttons on the Home
+    slack.wait_for(lambda: slack.home_view(MALLORY))
+    url = slack.new_response_url()
+    driver.click("request.approve", request_id, user_id=BOB, container_type="view",
+                 view_id=slack.home_view(MALLORY)["id"], response_url=url)
+    time.sleep(1)
+    assert "0 of 1" in card(slack, request_id)["text"]
+
+
+def test_opening_from_a_failure_alerts_button(driver, slack, bot_env):
+    alert_ts = slack.add_message(ALERTS_CHANNEL, ":rotating_light: Backup `backup-x` failed: "
+                                 "Neon said no", user="UBOT")["ts"]
+    url = slack.new_response_url()
+    driver.click("incident.open", "", user_id=BOB, channel_id=ALERTS_CHANNEL,
+                 message_ts=alert_ts, response_url=url)
+    answer = wait_for_response(slack, url, "is open", timeout=30)
+    channel = slack.channel(channel_of(answer))
+    assert channel["name"] == f"inc-{today()}-backup-backup-x-failed"
+    assert BOB in channel["members"]
