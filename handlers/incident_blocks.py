@@ -89,7 +89,7 @@ def status_card(incident: Incident) -> Message:
         blocks.append(context("`/incident note <text>` · `/incident status "
                               "investigating|identified|monitoring|resolved` · "
                               "`/incident timeline` · `/incident close [summary]`"))
-    return {"text": f"Incident {incident.title}: {status}", "blocks": blocks}
+    return {"text": f"Incident {escape(incident.title)}: {status}", "blocks": blocks}
 
 
 def _finish_hint(incident: Incident) -> str:
@@ -114,7 +114,9 @@ def announcement(incident: Incident) -> Message:
 
 
 def entry_message(entry: TimelineEntry) -> Message:
-    text = f"{who(entry.actor)} {entry.text}"
+    # Lifeguard's own lines read as what happened; a person's begin with who did it
+    by = ":gear:" if entry.actor == LIFEGUARD else who(entry.actor)
+    text = f"{by} {entry.text[:1].upper() + entry.text[1:] if by == ':gear:' else entry.text}"
     return {"text": text, "blocks": [section(text), context(when(entry.at))]}
 
 

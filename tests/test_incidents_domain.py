@@ -268,3 +268,44 @@ def test_the_app_home_fits_100_blocks_however_much_there_is() -> None:
     empty = home_blocks.home_view(home_blocks.HomeFacts(user_id=ALICE))
     assert problems(empty, "home") == [] and "Nothing is waiting for you" in str(empty)
     assert "exports" not in str(empty).lower()  # no export listing: no empty part for it
+
+
+def test_incident_settings_are_validated_like_approvers_and_https_links() -> None:
+    from bot.config import SettingsError, load_settings
+
+    base = {"slack_bot_token": "xoxb-1-2", "slack_signing_secret": "s", "neon_api_key": "k",
+            "neon_project_id": "young-sun-123", "approvals_channel": "C0APPROVALS",
+            "alerts_channel": "C0ALERTS"}
+    settings = load_settings(**base, incident_responders="U0ALICE, S0ONCALL",
+                             incident_runbook_url="https://runbooks.example/db")
+    assert settings.incident_responders == ("U0ALICE", "S0ONCALL")
+    assert settings.incident_runbook_url == "https://runbooks.example/db"
+    for bad, says in (({"incident_responders": "@oncall"}, "INCIDENT_RESPONDERS is malformed"),
+                      ({"incident_runbook_url": "http://runbooks.example"},
+                       "INCIDENT_RUNBOOK_URL is malformed"),
+                      ({"incident_runbook_url": "javascript:alert(1)"},
+                       "INCIDENT_RUNBOOK_URL is malformed"),
+                      ({"incident_responders": "U..."}, "INCIDENT_RESPONDERS is still a "
+                                                        "placeholder")):
+        with pytest.raises(SettingsError) as error:
+            load_settings(**base, **bad)
+        assert any(says in problem for problem in error.value.problems), error.value.problems
+
+
+def test_hostile_titles_notes_and_summaries_show_as_text_in_every_incident_message() -> None:
+    from tests.support.mrkdwn import HOSTILE as ATTACK
+    from tests.support.mrkdwn import assert_shows_as_text
+
+    incident = make_incident(title=ATTACK, state=IncidentState.CLOSED, closed_at=T0,
+                             closed_by=BOB)
+    entry = milestones_of_request(replace(make_request(), reason=ATTACK))[0]
+    summary = summarize(incident, ATTACK, "proj-1", [replace(make_request(), reason=ATTACK)],
+                        [], [], T0 + timedelta(hours=1))
+    for message in (blocks.status_card(incident), blocks.announcement(incident),
+                    blocks.entry_message(TimelineEntry(incident.id, "k", T0, ALICE,
+                                                       entry.text)),
+                    blocks.summary_message(summary), blocks.opened(make_incident(title=ATTACK)),
+                    *blocks.timeline_messages(incident, timeline_markdown(
+                        ATTACK, "inc-x", [TimelineEntry(incident.id, "k", T0, ALICE,
+                                                        entry.text)], {}))):
+        assert_shows_as_text(message)

@@ -15,6 +15,7 @@ from tests.e2e.conftest import ALICE, BOB, CAROL, MALLORY, OPS_CHANNEL
 from tests.support.block_kit import problems
 from tests.support.bot_process import ALERTS_CHANNEL, APPROVALS_CHANNEL, audit_entries
 from tests.support.fake_slack import FakeSlack, all_text, manifest_bot_scopes
+from tests.support.mrkdwn import mrkdwn_texts
 from tests.support.restore_steps import ask, card, click
 from tests.support.slack_driver import SlackDriver
 from tests.support.waits import wait_for_response
@@ -137,7 +138,7 @@ def test_opening_from_a_cards_button_links_the_request_and_echoes_its_steps_in_o
     lines = texts(slack, channel_id)
     order = [position(lines, words) for words in (
         f"asked for request `{request_id}`", f"<@{BOB}> approved request",
-        "Neon started creating", "Neon finished the operations", "verification of request",
+        "Neon started creating", "Neon finished the operations", "Verification of request",
         "is restored and verified")]
     assert order == sorted(order), lines
     assert "UTC" in str(slack.messages(channel_id)) and "<!date^" in str(
@@ -309,3 +310,20 @@ def test_opening_from_a_failure_alerts_button(driver, slack, bot_env):
     channel = slack.channel(channel_of(answer))
     assert channel["name"] == f"inc-{today()}-backup-backup-x-failed"
     assert BOB in channel["members"]
+
+
+def test_hostile_titles_and_notes_show_as_text_everywhere(driver, slack):
+    channel = open_incident(driver, slack, "<!channel> orders & <@U0MALLORY> gone")
+    _, noted = incident_command(driver, slack, "note <!here> <https://evil.example|x>",
+                                channel_id=channel["id"])
+    assert noted.status_code == 200
+    slack.wait_for(lambda: any("evil.example" in t for t in texts(slack, channel["id"])))
+    # what Slack parses: mrkdwn (plain_text, such as the card's header, is never parsed)
+    shown = [text for message in [*slack.messages(channel["id"]),
+                                  *slack.messages(ALERTS_CHANNEL)]
+             for text in mrkdwn_texts(message)]
+    shown.append(slack.channel(channel["id"])["topic"]["value"])
+    for text in shown:
+        for markup in ("<!channel>", "<!here>", "<@U0MALLORY>", "<https://evil"):
+            assert markup not in text, text
+    assert any("&lt;!channel&gt;" in t for t in shown)
