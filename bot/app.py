@@ -56,6 +56,8 @@ from bot.services.doctor import (
 from bot.services.drills import DrillService
 from bot.services.exports import ExportService
 from bot.services.health import HealthService
+from bot.services.incident_steps import Settings as IncidentSettings
+from bot.services.incidents import IncidentEcho, IncidentService
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
 from bot.services.verification import verify_branch
@@ -66,6 +68,7 @@ from handlers.directory import SlackDirectory
 from handlers.drill import SlackDrillNotifier, post_drill_reminder
 from handlers.export import SlackExportNotifier
 from handlers.health_blocks import SlackOpsNotifier
+from handlers.incident_room import SlackIncidentRoom
 from handlers.restore import SlackRequestNotifier
 from storage import SqlStore, write_audit_export
 from storage.migrate import current_revision, head_revision, upgrade_to_head
@@ -131,6 +134,7 @@ class Lifeguard:
     reminders: ApprovalReminders
     metrics: Metrics
     exports: ExportService
+    incidents: IncidentService
     leadership: Leadership = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,7 +175,8 @@ class Lifeguard:
         for work, unfinished in ((self.restores.work, self.restores.runnable()),
                                  (self.backups.work, self.backups.unfinished()),
                                  (self.drills.work, self.drills.runnable()),
-                                 (self.exports.work, self.exports.unfinished())):
+                                 (self.exports.work, self.exports.unfinished()),
+                                 (self.incidents.work, self.incidents.runnable())):
             for item in unfinished:
                 self.background.run(partial(work.advance, item.id, patient=True),
                                     f"reconcile {work.kind.name} {item.id}")
@@ -251,24 +256,32 @@ def build(settings: Settings) -> Lifeguard:
     alerts = Alerts(ops, store)
     verifier = partial(verify_branch, custom_checks=settings.verify_checks,
                        exact_row_limit=settings.verify_exact_row_limit)
+    archive = Archive.from_settings(settings)  # None while exports are off
 
+    # Every change of work linked to an incident is echoed into its channel.
+    incidents = IncidentService(
+        store, SlackIncidentRoom(client, settings.alerts_channel),
+        IncidentSettings(project_id=settings.neon_project_id,
+                         responders=settings.incident_responders,
+                         runbook_url=settings.incident_runbook_url),
+        worker_id=worker_id)
     # Failed backups and failed restores or verifications also alert, once each.
     backups = BackupService(store, neon,
-                            AlertingBackupNotifier(SlackBackupNotifier(client), alerts),
+                            IncidentEcho(AlertingBackupNotifier(SlackBackupNotifier(client),
+                                                                alerts), incidents),
                             retention=settings.backup_retention, worker_id=worker_id)
     restores = RestoreService(
         store, neon, directory,
-        AlertingRequestNotifier(
+        IncidentEcho(AlertingRequestNotifier(
             SlackRequestNotifier(client, directory, settings.approvals_channel), alerts),
+            incidents),
         verifier,
         project_id=settings.neon_project_id, required_approvals=settings.required_approvals,
         approval_ttl=settings.approval_ttl, approvers_configured=bool(settings.approvers),
-        backups=backups, worker_id=worker_id,
-        exports=Archive.from_settings(
-            export_url=settings.export_url, endpoint_url=settings.export_s3_endpoint,
-            project_id=settings.neon_project_id, recipients=settings.export_recipients,
-            identity=settings.export_identity) if settings.export_url else None)
-    drills = DrillService(store, neon, SlackDrillNotifier(client, settings.alerts_channel),
+        backups=backups, worker_id=worker_id, exports=archive)
+    drills = DrillService(store, neon,
+                          IncidentEcho(SlackDrillNotifier(client, settings.alerts_channel),
+                                       incidents),
                           verifier, target_age=settings.drill_target_age, worker_id=worker_id)
     health = HealthService(store, neon, ops, branches_limit=partial(neon_branches_limit, neon),
                            last_drill=partial(last_drill_success, drills))
@@ -278,7 +291,7 @@ def build(settings: Settings) -> Lifeguard:
                                settings.retention_monthly))
     reminders = ApprovalReminders(store, ops, alerts, after=settings.approval_reminder_after)
     exports = ExportService(
-        store, neon, Archive.from_settings(settings), SlackExportNotifier(client), alerts,
+        store, neon, archive, SlackExportNotifier(client), alerts,
         project_id=settings.neon_project_id, zone=ZoneInfo(settings.schedule_timezone),
         policy=RetentionPolicy(0, settings.export_retention_weekly,
                                settings.export_retention_monthly),
@@ -288,11 +301,11 @@ def build(settings: Settings) -> Lifeguard:
         backups=backups, restores=restores, drills=drills, health=health, scheduled=scheduled,
         describe_schedule=partial(describe_schedule, settings), run_later=background.run,
         approvals_channel=settings.approvals_channel, alerts_channel=settings.alerts_channel,
-        exports=exports))
+        exports=exports, incidents=incidents))
     return Lifeguard(settings=settings, store=store, neon=neon, slack=client, bolt=bolt,
                      backups=backups, restores=restores, drills=drills, background=background,
                      alerts=alerts, health=health, scheduled=scheduled, reminders=reminders,
-                     metrics=metrics, exports=exports)
+                     metrics=metrics, exports=exports, incidents=incidents)
 
 
 # --- pieces of the wiring ------------------------------------------------------------

@@ -88,6 +88,10 @@ DESCRIPTIONS: dict[str, str] = {
                        "0 2 * * 0",
     "EXPORT_RETENTION_WEEKLY": "weekly exports kept, a whole number from 0",
     "EXPORT_RETENTION_MONTHLY": "monthly exports kept, a whole number from 0",
+    "INCIDENT_RESPONDERS": "a comma list of Slack user ids (U… or W…) and user-group ids (S…) "
+                           "invited to every incident channel",
+    "INCIDENT_RUNBOOK_URL": "an https:// link to the runbook, bookmarked in every incident "
+                            "channel",
 }
 
 
@@ -228,6 +232,8 @@ class Settings(BaseSettings):
     export_schedule: str = "0 2 * * 0"
     export_retention_weekly: int = Field(default=8, ge=0)
     export_retention_monthly: int = Field(default=12, ge=0)
+    incident_responders: IdList = ()
+    incident_runbook_url: str | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -287,7 +293,7 @@ class Settings(BaseSettings):
             raise ValueError("it must be a JSON object mapping each check's name to its SQL")
         return value
 
-    @field_validator("approvers", mode="before")
+    @field_validator("approvers", "incident_responders", mode="before")
     @classmethod
     def _id_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -327,6 +333,13 @@ class Settings(BaseSettings):
             raise ValueError("an app-level token is xapp- followed by letters, digits and "
                              "dashes")
         return value
+
+    @field_validator("incident_runbook_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https://[^/\s]+\S*$", value.strip()):
+            raise ValueError(f"{value!r} is not an https:// URL")
+        return value.strip() if value is not None else None
 
     @field_validator("slack_api_url", "neon_api_url")
     @classmethod
@@ -383,7 +396,8 @@ class Settings(BaseSettings):
     _placeholders = field_validator(
         "slack_bot_token", "slack_app_token", "slack_signing_secret", "neon_api_key",
         "neon_project_id", "approvals_channel", "alerts_channel", "approvers",
-        "export_url", "export_recipients", mode="before")(_refuse_placeholder)
+        "export_url", "export_recipients", "incident_responders", "incident_runbook_url",
+        mode="before")(_refuse_placeholder)
 
 
 class SettingsError(Exception):

@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 from bot.domain.durations import humanize_age
 from bot.domain.health import Check, Level
 from bot.domain.requests import ACTION_TITLES, ChangeRequest
+from bot.domain.restores import REQUEST_ID
 from bot.domain.text import escape
 from bot.services.alerts import Alert
 from bot.services.health import HealthReport
@@ -22,6 +23,7 @@ from bot.services.scheduled_backups import PruneView
 from handlers import ids
 from handlers.blocks import Message, context, ephemeral, section, when
 from handlers.directory import SlackDirectory
+from handlers.incident_blocks import open_incident_section
 
 MAX_BLOCKS = 50
 
@@ -78,9 +80,11 @@ def health_alert(check: Check, previous: Level | None) -> Message:
             f"{check.value}")
     if check.level == Level.OK:
         text = f"Health: {check.title} is OK again ({was}): {check.value}"
-    return {"text": text, "blocks": [section(f"{ICON[check.level]} {text}"),
-                                     context(f"Threshold: {check.threshold}"),
-                                     *([section(check.advice)] if check.advice else [])]}
+    blocks = [section(f"{ICON[check.level]} {text}"), context(f"Threshold: {check.threshold}"),
+              *([section(check.advice)] if check.advice else [])]
+    if check.level != Level.OK:  # a failing check is an alert about a failure
+        blocks.append(open_incident_section(None, "_Coordinate it in an incident channel._"))
+    return {"text": text, "blocks": blocks}
 
 
 # --- alerts and reminders -------------------------------------------------------------------
@@ -92,7 +96,9 @@ def alert_message(alert: Alert) -> Message:
     if alert.error:
         blocks.append(section(f"*What failed:* {alert.error}"))
     blocks += [section(f"*What was tried:* {alert.tried}"),
-               section(f"*What to do next:* {alert.next_step}")]
+               section(f"*What to do next:* {alert.next_step}"),
+               open_incident_section(alert.subject if REQUEST_ID.match(alert.subject) else None,
+                                     "_Coordinate it in an incident channel._")]
     return {"text": f"{text}: {alert.error}" if alert.error else text, "blocks": blocks}
 
 
@@ -184,6 +190,11 @@ def _flat(value: Any) -> str:
         return " · ".join(f"{k}: {getattr(value, k)}" for k in value.__dataclass_fields__
                           if getattr(value, k) not in (None, ""))
     return str(value)
+
+
+def schedule_lines(described: Any) -> list[str]:
+    """One mrkdwn line for each scheduled job (the App Home's "next scheduled runs")."""
+    return _describe(described)
 
 
 def schedule_view(described: Any) -> Message:

@@ -12,6 +12,7 @@ from __future__ import annotations
 BACKUP_COMMAND = "/backup"
 RESTORE_COMMAND = "/restore"
 DRILL_COMMAND = "/drill"
+INCIDENT_COMMAND = "/incident"
 
 # Buttons on approval cards; value: the request id
 APPROVE = "request.approve"
@@ -25,6 +26,9 @@ PRUNE_CANCEL = "backup.prune.cancel"
 # The drill reminder's "Start drill" button; value: "start"
 DRILL_START = "drill.start"
 
+# On every request card and failure alert (DESIGN.md); value: the request id, or empty
+INCIDENT_OPEN = "incident.open"
+
 # The form `/restore` alone opens, and its fields (block id = action id)
 RESTORE_FORM = "restore.form"
 FORM_WHEN = "when"
@@ -37,7 +41,7 @@ APP_HOME_OPENED = "app_home_opened"
 # What Lifeguard has listeners for (tests/test_manifest.py checks these against the
 # register functions): a request naming one of these that Bolt calls unhandled was not
 # acknowledged in time, rather than unknown.
-COMMANDS = frozenset({BACKUP_COMMAND, RESTORE_COMMAND, DRILL_COMMAND})
+COMMANDS = frozenset({BACKUP_COMMAND, RESTORE_COMMAND, DRILL_COMMAND, INCIDENT_COMMAND})
 BUTTONS = frozenset({APPROVE, REJECT, CANCEL, PRUNE_CONFIRM,
-                     PRUNE_CANCEL, DRILL_START})
+                     PRUNE_CANCEL, DRILL_START, INCIDENT_OPEN})
 FORMS = frozenset({RESTORE_FORM})

@@ -153,6 +153,24 @@ def click(body: Mapping[str, Any], value: re.Pattern[str] = BUTTON_VALUE,
     return Click(user_id, raw, channel_id, _clicked_message(body, channel_id))
 
 
+def on_home_tab(body: Mapping[str, Any], value: str) -> bool:
+    """The click came from the person's App Home, from a button that view shows with
+    this value (the Home's Approve / Reject act like the card's)."""
+    container, view, actions = body.get("container"), body.get("view"), body.get("actions")
+    if not (isinstance(container, dict) and container.get("type") == "view"
+            and isinstance(view, dict) and view.get("type") == "home"
+            and isinstance(actions, list) and actions and isinstance(actions[0], dict)):
+        return False
+    action_id = actions[0].get("action_id")
+    for block in view.get("blocks") or []:
+        elements = block.get("elements") if isinstance(block, dict) else None
+        for element in elements if isinstance(elements, list) else []:
+            if isinstance(element, dict) and element.get("action_id") == action_id \
+                    and element.get("value") == value:
+                return True
+    return False
+
+
 def _clicked_message(body: Mapping[str, Any], channel_id: str | None) -> MessageRef | None:
     """Where the clicked button was: the container's channel and message ts."""
     container = body.get("container")

@@ -35,7 +35,7 @@ from bot.domain.restores import (
 from bot.domain.table_restores import RestoreTable
 from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
-from handlers import blocks, ids
+from handlers import blocks, home, ids
 from handlers import restore_blocks as cards
 from handlers.answers import Asker
 from handlers.cards import show_card
@@ -45,6 +45,7 @@ from handlers.payloads import (
     MalformedPayload,
     RestoreFormInput,
     click,
+    on_home_tab,
     restore_form_input,
     slash_command,
 )
@@ -101,17 +102,37 @@ def handle_restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
 
 
 def handle_approve(ack: Ack, body: dict[str, Any], restores: RestoreService,
-                   asker: Asker) -> None:
+                   asker: Asker, client: WebClient | None = None,
+                   context: Any = None) -> None:
     clicked = card_click(body)
     _decide(ack, restores.approve, clicked.value, clicked.user_id, clicked.message,
             restores, asker)
+    _refresh_home(client, clicked.user_id, context, asker)
 
 
 def handle_reject(ack: Ack, body: dict[str, Any], restores: RestoreService,
-                  asker: Asker) -> None:
+                  asker: Asker, client: WebClient | None = None,
+                  context: Any = None) -> None:
     clicked = card_click(body)
     _decide(ack, restores.reject, clicked.value, clicked.user_id, clicked.message,
             restores, asker)
+    _refresh_home(client, clicked.user_id, context, asker)
+
+
+def _refresh_home(client: WebClient | None, user_id: str, context: Any,
+                  asker: Asker) -> None:
+    """After a decision the decider's Home no longer shows it as waiting (Bolt always
+    hands in the client and the context)."""
+    if client is None or context is None:
+        return
+
+    def publish() -> None:
+        try:
+            home.publish_home(client, user_id, context)
+        except Exception as error:  # the decision stands; the Home catches up when opened
+            log.warning("could not refresh the App Home of %s: %s", user_id, error)
+
+    asker.run_later(publish, f"refresh the App Home of {user_id}")
 
 
 def handle_cancel(ack: Ack, body: dict[str, Any], restores: RestoreService,
@@ -125,8 +146,9 @@ def card_click(body: dict[str, Any]) -> Click:
     """A click on an approval card's button: it must come from a message (the card), so
     the decision can be bound to the request that card shows."""
     clicked = click(body, REQUEST_ID, "a request id")
-    if clicked.message is None:
-        raise MalformedPayload("the click did not come from a request's card")
+    if clicked.message is None and not on_home_tab(body, clicked.value):
+        raise MalformedPayload("the click did not come from a request's card or from your "
+                               "Home tab")
     return clicked
 
 

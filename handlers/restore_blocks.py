@@ -23,6 +23,7 @@ from bot.domain.verification import VerificationReport
 from handlers import ids
 from handlers import table_restore_blocks as table_blocks
 from handlers.blocks import Message, context, ephemeral, section, size, usage_help, when
+from handlers.incident_blocks import open_incident_section
 from handlers.verification_blocks import table_report
 
 STEP_TEXT = {
@@ -168,6 +169,8 @@ def request_card(request: ChangeRequest) -> Message:
                    if request.extra.get("window_seconds") else "")),
         section(_status(request)),
         *_outcome(request),
+        open_incident_section(request.id, "_Data in trouble? Coordinate it in an incident "
+                                          "channel._"),
     ]
     if request.state == RequestState.PENDING:
         blocks.append({"type": "actions", "block_id": f"request.{request.id}", "elements": [
@@ -231,7 +234,12 @@ def request_log(request: ChangeRequest, entries: list[AuditEntry]) -> Message:
     def who(actor: str) -> str:
         return f"<@{actor}>" if actor.startswith(("U", "W")) else escape(actor)
 
-    lines = [f"{when(e.created_at)} · {who(e.actor)} · `{e.action}`" for e in entries]
+    def incident(entry: AuditEntry) -> str:  # a link to an incident names its channel
+        name = entry.details.get("channel") if entry.action == "incident.linked" else None
+        return f" · incident `#{escape(str(name))}`" if name else ""
+
+    lines = [f"{when(e.created_at)} · {who(e.actor)} · `{e.action}`{incident(e)}"
+             for e in entries]
     text = f"History of request {request.id}"
     return ephemeral(text, [section(f"*History of request `{request.id}`* "
                                     f"({ACTION_TITLES[request.plan.action]})"),

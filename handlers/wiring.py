@@ -31,16 +31,17 @@ from bot.services.backups import BackupService
 from bot.services.drills import DrillService
 from bot.services.exports import ExportService
 from bot.services.health import HealthService
+from bot.services.incidents import IncidentService
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
-from handlers import backup, drill, home, ids, restore
+from handlers import backup, drill, home, ids, incident, restore
 from handlers.answers import Asker, RunLater, acknowledgement
 from handlers.blocks import Message
 from handlers.payloads import MalformedPayload, check_envelope
 
 log = logging.getLogger("lifeguard.handlers")
 
-LISTENER_MODULES = (backup, restore, drill, home)
+LISTENER_MODULES = (backup, restore, drill, home, incident)
 NOT_IN_TIME = ("Lifeguard did not answer within Slack's 3 seconds, so what you asked may "
                "still be done: look (`/restore status`, `/backup list`) before asking again")
 
@@ -58,6 +59,7 @@ class Services:
     run_later: RunLater  # work after the acknowledgement, on the worker pool
     approvals_channel: str
     alerts_channel: str
+    incidents: IncidentService
     exports: ExportService | None = None  # /backup export and exports
 
 

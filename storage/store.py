@@ -71,6 +71,7 @@ from bot.domain.requests import (
 from storage.audit_verify import entry_of, verify_chain
 from storage.db import create_engine_for, is_postgresql, write_connection
 from storage.export_models import exports
+from storage.incident_records import INCIDENTS, IncidentEntries, IncidentRecords
 from storage.migrate import upgrade_engine
 from storage.models import audit_entries, backups, change_requests, drills
 from storage.records import EntityMap, Records, state_change
@@ -114,6 +115,8 @@ class SqlStore:
         self.requests = Records(self, REQUESTS)
         self.drills = DrillRecords(self, DRILLS)
         self.exports = Records(self, EXPORTS)
+        self.incidents = IncidentRecords(self, INCIDENTS)
+        self.incident_entries = IncidentEntries(self)
 
     @property
     def engine(self) -> Engine:

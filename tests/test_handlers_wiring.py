@@ -24,6 +24,7 @@ from bot.domain.errors import Conflict, NotFound
 from bot.services.backups import BackupService
 from bot.services.drills import DrillService
 from bot.services.health import HealthService
+from bot.services.incidents import IncidentService
 from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
 from bot.services.scheduled_backups import ScheduledBackups
@@ -192,7 +193,8 @@ def services() -> wiring.Services:
         backups=Mock(spec=BackupService), restores=Mock(spec=RestoreService),
         drills=Mock(spec=DrillService), health=Mock(spec=HealthService),
         scheduled=Mock(spec=ScheduledBackups), describe_schedule=lambda: {},
-        run_later=run_later, approvals_channel=APPROVALS, alerts_channel=ALERTS)
+        run_later=run_later, approvals_channel=APPROVALS, alerts_channel=ALERTS,
+        incidents=Mock(spec=IncidentService))
 
 
 @pytest.fixture

@@ -167,10 +167,10 @@ def planted(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("change", "says"), [
-    (lambda m: m["features"]["slash_commands"].pop(), "command /drill has a listener but"),
+    (lambda m: m["features"]["slash_commands"].pop(2), "command /drill has a listener but"),
     (lambda m: m["features"]["slash_commands"].append(
-        {"command": "/incident", "url": "https://h/slack/events"}),
-     "command /incident is in manifest.yml but has no listener"),
+        {"command": "/lifeguard", "url": "https://h/slack/events"}),
+     "command /lifeguard is in manifest.yml but has no listener"),
     (lambda m: m["features"].setdefault("shortcuts", []).append(
         {"callback_id": "lifeguard.menu"}), "shortcut lifeguard.menu is in manifest.yml"),
     (lambda m: m["settings"]["event_subscriptions"]["bot_events"].clear(),
@@ -189,9 +189,9 @@ def test_a_planted_manifest_mismatch_is_caught(change: Callable[[dict[str, Any]]
 def test_a_planted_button_without_a_listener_and_a_listener_without_a_button_are_caught(
         ) -> None:
     extra = {"blocks": [{"type": "actions", "elements": [
-        {"type": "button", "action_id": "incident.open", "value": ""}]}]}
+        {"type": "button", "action_id": "incident.unknown", "value": ""}]}]}
     found = differences(manifest(), registered(), [*built_messages(), extra], built_forms())
-    assert found == ["button incident.open is in any message the builders make but has no "
+    assert found == ["button incident.unknown is in any message the builders make but has no "
                      "listener"]
     without_card = [m for m in built_messages() if ids.APPROVE not in _interactive_ids(m)]
     found = differences(manifest(), registered(), without_card, [])

@@ -867,7 +867,7 @@ def test_manifest_shape(manifest: dict[str, Any]) -> None:
 def test_manifest_commands_events_and_interactivity(manifest: dict[str, Any]) -> None:
     url = "https://YOUR-LIFEGUARD-HOST/slack/events"
     commands = {c["command"]: c for c in manifest["features"]["slash_commands"]}
-    assert set(commands) == {"/backup", "/restore", "/drill"}
+    assert set(commands) == {"/backup", "/restore", "/drill", "/incident"}
     for command in commands.values():
         assert set(command) <= ALLOWED_KEYS["slash_command"]
         assert command["url"] == url
@@ -906,6 +906,9 @@ def test_manifest_scopes_are_known_bot_scopes(manifest: dict[str, Any]) -> None:
         "groups:read",  # private channel info
         "channels:history",  # find its own status card again after a crash
         "groups:history",  # ... in private channels too
+        "channels:manage",  # incident channels: create, invite, topic, archive
+        "pins:write",  # pin the incident's status card
+        "bookmarks:write",  # bookmark the runbook and the Neon project
     }
     assert set(scopes) == needed
 
@@ -928,11 +931,22 @@ def test_manifest_scopes_cover_what_the_bot_calls() -> None:
         web.views_publish(user_id="U_ALICE", view={"type": "home", "blocks": []})
         web.conversations_history(channel="C_APPROVALS", include_all_metadata=True)
         web.conversations_history(channel=private, include_all_metadata=True)
+        # an incident's channel, from its creation to its archive
+        incident = web.conversations_create(name="inc-20260113-orders")["channel"]["id"]
+        web.conversations_list(types="public_channel", exclude_archived=True)
+        web.conversations_invite(channel=incident, users="U_ALICE,U_BOB", force=True)
+        web.conversations_setTopic(channel=incident, topic="Orders · investigating")
+        card = web.chat_postMessage(channel=incident, text="status card")["ts"]
+        web.pins_add(channel=incident, timestamp=card)
+        web.bookmarks_add(channel_id=incident, title="Runbook", type="link",
+                          link="https://runbook.example")
+        web.conversations_history(channel=incident, include_all_metadata=True)
+        web.conversations_archive(channel=incident)
         assert all(call.ok for call in scoped.calls), scoped.describe_calls()
-        # and nothing more: direct messages are never read, channels never created
+        # and nothing more: direct messages are never read, private channels never made
         with pytest.raises(SlackApiError) as excinfo:
             web.conversations_history(channel=dm)
         assert api_error(excinfo) == "missing_scope"
         with pytest.raises(SlackApiError) as excinfo:
-            web.conversations_create(name="not-asked-for")
+            web.conversations_create(name="not-asked-for", is_private=True)
         assert api_error(excinfo) == "missing_scope"

@@ -122,6 +122,8 @@ class Kind(Generic[W]):
     subject: Callable[[W], str] = lambda item: item.id  # audit subject
     retried: frozenset[str] = frozenset()  # steps whose transient trouble is retried
     retry_for: timedelta = RETRY_FOR
+    # the kind's own transient errors (its ports' busy signals), retried like Neon's
+    transient: tuple[type[Exception], ...] = ()
 
 
 class LeaseLost(Exception):
@@ -212,13 +214,15 @@ class Engine(Generic[W]):
             return self._failure(item, step, f"unknown step {step!r}", None)
         try:
             return run(item)
-        except TRANSIENT_ERRORS as error:
+        except TRANSIENT_ERRORS + self.kind.transient as error:
             started = item.step_started_at or item.updated_at
             if step in self.kind.retried and self.now() - started < self.kind.retry_for:
                 log.warning("%s %s: %s failed for now (%s); trying again", self.kind.name,
                             item.id, step, error)
                 return _RETRY
-            return self._failure(item, step, explain_neon_error(error), error)
+            if isinstance(error, NeonError):
+                return self._failure(item, step, explain_neon_error(error), error)
+            return self._failure(item, step, str(error), None)
         except NeonError as error:
             return self._failure(item, step, explain_neon_error(error), error)
         except LifeguardError as error:

@@ -23,6 +23,12 @@ Faithfulness notes (what real Slack does and the fake does too):
   act on the message the URL was issued for.
 - When `scopes` is set (e.g. from manifest.yml with `manifest_bot_scopes`), methods the
   token lacks a scope for answer `missing_scope` with `needed`/`provided`, like Slack.
+- Incident channels: `conversations.create` applies Slack's name rules (lowercase letters,
+  digits, `-` and `_`, at most 80 characters; `name_taken` also for archived channels);
+  `conversations.invite` takes a comma list and fails whole on one bad id unless `force`
+  (`already_in_channel`, `cant_invite_self`, `user_not_found`, with `errors` per user);
+  `pins.add` and `bookmarks.add` need the bot in the channel (`not_in_channel`),
+  `already_pinned` for a second pin; an archived channel takes no posts (`is_archived`).
 
 Test conveniences (not Slack behaviour): channel ids that look like ids (`C…`, `G…`) are
 created on first use unless `auto_create_channels` is False, and the user directory starts
@@ -141,6 +147,8 @@ class _Channel:
         default_factory=lambda: {"value": "", "creator": "", "last_set": 0}
     )
     messages: list[dict[str, Any]] = field(default_factory=list)
+    pins: list[dict[str, Any]] = field(default_factory=list)  # {"ts", "pinned_by", "at"}
+    bookmarks: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -408,6 +416,12 @@ class FakeSlack:
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
             "conversations.members": self._conversations_members,
+            "conversations.archive": self._conversations_archive,
+            "conversations.list": self._conversations_list,
+            "pins.add": self._pins_add,
+            "pins.list": self._pins_list,
+            "bookmarks.add": self._bookmarks_add,
+            "bookmarks.list": self._bookmarks_list,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -778,6 +792,8 @@ class FakeSlack:
                 return None
             info = self._channel_info(chan)
             info["members"] = list(chan.members)
+            info["pins"] = [pin["ts"] for pin in chan.pins]
+            info["bookmarks"] = copy.deepcopy(chan.bookmarks)
             return info
 
     def channel_by_name(self, name: str) -> dict[str, Any] | None:
@@ -1178,6 +1194,18 @@ class FakeSlack:
             return (f"{kind}:read",)
         if method == "conversations.join":
             return ("channels:join",)
+        if method == "conversations.archive":
+            return (manage[kind],)
+        if method == "conversations.list":
+            return ("channels:read", "groups:read", "im:read", "mpim:read")
+        if method == "pins.add":
+            return ("pins:write",)
+        if method == "pins.list":
+            return ("pins:read",)
+        if method == "bookmarks.add":
+            return ("bookmarks:write",)
+        if method == "bookmarks.list":
+            return ("bookmarks:read",)
         if method in ("conversations.history", "conversations.replies"):
             return (f"{kind}:history",)
         return ()
@@ -1697,6 +1725,11 @@ class FakeSlack:
         return chan
 
     def _conversations_invite(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Slack's rules: a comma list of up to 1000 user ids. Without `force`, one id that
+        cannot be invited (unknown, the caller itself, already a member) fails the whole
+        call and invites nobody; the answer's `errors` names each such user. With `force`,
+        the valid ones are invited and the rest reported in `errors` beside `ok: true`
+        (the call fails only when nobody could be invited)."""
         chan = self._member_channel(args)
         if chan.is_im:
             raise _SlackError("method_not_supported_for_channel_type")
@@ -1705,26 +1738,27 @@ class FakeSlack:
             raise _SlackError("no_user")
         if len(users) > 1000:
             raise _SlackError("too_many_users")
-        for user_id in users:
+        problems: list[dict[str, Any]] = []
+        valid: list[str] = []
+        for user_id in dict.fromkeys(users):
             if user_id == self.bot_user_id:
-                raise _SlackError("cant_invite_self")
-            self._known_user(user_id)
+                error = "cant_invite_self"
+            elif user_id not in self._users or self._users[user_id].get("deleted"):
+                error = "user_not_found"
+            elif user_id in chan.members:
+                error = "already_in_channel"
+            else:
+                valid.append(user_id)
+                continue
+            problems.append({"user": user_id, "ok": False, "error": error})
         force = _flag(args.get("force", False))
-        if not force and any(u in chan.members for u in users):
-            raise _SlackError(
-                "already_in_channel",
-                extra={
-                    "errors": [
-                        {"user": u, "ok": False, "error": "already_in_channel"}
-                        for u in users
-                        if u in chan.members
-                    ]
-                },
-            )
-        for user_id in users:
-            if user_id not in chan.members:
-                chan.members.append(user_id)
-        return {"channel": self._channel_info(chan)}
+        if problems and (not force or not valid):
+            raise _SlackError(problems[0]["error"], extra={"errors": problems})
+        chan.members.extend(valid)
+        result: dict[str, Any] = {"channel": self._channel_info(chan)}
+        if problems:
+            result["errors"] = problems
+        return result
 
     def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         chan = self._channel_or_error(_str_arg(args, "channel"))
@@ -1813,3 +1847,102 @@ class FakeSlack:
     def _conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
         chan = self._channel_or_error(_str_arg(args, "channel"))
         return {"members": list(chan.members), "response_metadata": {"next_cursor": ""}}
+
+    def _conversations_archive(self, args: dict[str, Any]) -> dict[str, Any]:
+        chan = self._channel_or_error(_str_arg(args, "channel"))
+        if chan.is_im or chan.is_mpim:
+            raise _SlackError("method_not_supported_for_channel_type")
+        if chan.is_archived:
+            raise _SlackError("already_archived")
+        if self.bot_user_id not in chan.members:
+            raise _SlackError("not_in_channel")
+        if chan.name == "general":
+            raise _SlackError("cant_archive_general")
+        chan.is_archived = True
+        return {}
+
+    def _conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Public channels by default (`types`: public_channel, private_channel, im,
+        mpim); private ones only where the bot is a member, as for Slack's bot tokens."""
+        types = set(_id_list(args.get("types")) or ["public_channel"])
+        exclude_archived = _flag(args.get("exclude_archived", False))
+        limit = self._limit(args)
+        found = []
+        for chan in self._channels.values():
+            kind = ("im" if chan.is_im else "mpim" if chan.is_mpim
+                    else "private_channel" if chan.is_private else "public_channel")
+            if kind not in types or (exclude_archived and chan.is_archived):
+                continue
+            if kind != "public_channel" and self.bot_user_id not in chan.members:
+                continue
+            found.append(self._channel_info(chan))
+        try:
+            start = int(_str_arg(args, "cursor") or 0)
+        except ValueError as exc:
+            raise _SlackError("invalid_cursor") from exc
+        page = found[start:start + limit]
+        more = start + limit < len(found)
+        return {"channels": page,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    def _pins_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        chan = self._channel_or_error(_str_arg(args, "channel"))
+        ts = _str_arg(args, "timestamp")
+        if ts is None:
+            raise _SlackError("no_item_specified")
+        if chan.is_archived:
+            raise _SlackError("is_archived")
+        if not chan.is_im and self.bot_user_id not in chan.members:
+            raise _SlackError("not_in_channel")
+        if self._find_message(chan, ts) is None:
+            raise _SlackError("message_not_found")
+        if any(pin["ts"] == ts for pin in chan.pins):
+            raise _SlackError("already_pinned")
+        if len(chan.pins) >= 100:
+            raise _SlackError("too_many_pins")
+        chan.pins.append({"ts": ts, "pinned_by": self.bot_user_id, "at": int(time.time())})
+        return {}
+
+    def _pins_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        chan = self._history_channel(args)
+        items = [{"type": "message", "channel": chan.id, "created": pin["at"],
+                  "created_by": pin["pinned_by"],
+                  "message": copy.deepcopy(self._find_message(chan, pin["ts"]) or {})}
+                 for pin in chan.pins]
+        return {"items": items}
+
+    def _bookmark_channel(self, args: dict[str, Any]) -> _Channel:
+        channel_id = _str_arg(args, "channel_id")
+        if channel_id is None:
+            raise _SlackError("invalid_arguments", extra={"response_metadata": {
+                "messages": ["[ERROR] missing required field: channel_id"]}})
+        chan = self._channel_or_error(channel_id)
+        if chan.is_archived:
+            raise _SlackError("is_archived")
+        if not chan.is_im and self.bot_user_id not in chan.members:
+            raise _SlackError("not_in_channel")
+        return chan
+
+    def _bookmarks_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Only `type=link` (all Slack accepts), with a title and an http(s) link; at
+        most 100 bookmarks a channel."""
+        chan = self._bookmark_channel(args)
+        title = _required(args, "title")
+        kind = _required(args, "type")
+        if kind != "link":
+            raise _SlackError("invalid_bookmark_type")
+        link = _str_arg(args, "link")
+        if link is None or not re.match(r"^https?://[^\s/]+", link):
+            raise _SlackError("invalid_link")
+        if len(chan.bookmarks) >= 100:
+            raise _SlackError("too_many_bookmarks")
+        bookmark = {"id": self._new_id("Bk"), "channel_id": chan.id, "title": title,
+                    "link": link, "emoji": _str_arg(args, "emoji"), "type": "link",
+                    "date_created": int(time.time()), "date_updated": 0,
+                    "last_updated_by_user_id": self.bot_user_id, "app_id": self.app_id}
+        chan.bookmarks.append(bookmark)
+        return {"bookmark": copy.deepcopy(bookmark)}
+
+    def _bookmarks_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        chan = self._bookmark_channel(args)
+        return {"bookmarks": copy.deepcopy(chan.bookmarks)}
