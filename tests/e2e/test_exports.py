@@ -131,3 +131,17 @@ def test_an_export_restored_with_standard_tools_holds_every_row(
     assert "intact" in verified.stdout and "read whole by pg_restore" in verified.stdout
     assert slack.messages(ALERTS_CHANNEL) == []
     assert_main_untouched(neon, source)
+
+
+def test_the_scheduled_export_is_a_job_that_posts_no_card_when_it_succeeds(
+        bot_env, neon, slack, s3, bucket):
+    fill_main(neon)
+    result = run_bot_command(["run-job", "scheduled_export"], bot_env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "export: ok: export" in result.stdout and "succeeded" in result.stdout
+    listed = run_bot_command(["export", "list"], bot_env)
+    assert "1 finished export(s)" in listed.stdout and "from main" in listed.stdout
+    [requested] = [e for e in audit_entries(bot_env) if e["action"] == "export.requested"]
+    assert requested["actor"] == "scheduler"
+    assert slack.calls_to("chat.postMessage") == []  # quiet: no card, no alert
+    assert temporary_branches(neon) == []
