@@ -222,6 +222,11 @@ def test_sigkill_during_the_dump_then_restart_ends_whole_or_cleaned_up(
     try:
         export_id = export_id_in(ask_export(driver)["text"])
         wait_until(lambda: children_named(bot.process.pid, "pg_dump"), 60, "pg_dump")
+        # the card shows the dump's progress as it goes: bytes written, time elapsed
+        progress = slack.wait_for(lambda: next(
+            (m for m in slack.messages(OPS_CHANNEL) if "MiB written" in json.dumps(m)
+             and "elapsed" in json.dumps(m)), None), timeout=30)
+        assert "dumping database" in json.dumps(progress["blocks"])
         bot.kill()
     finally:
         bot.stop()

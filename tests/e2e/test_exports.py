@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.exports import find_tools
@@ -79,7 +80,8 @@ def assert_main_untouched(neon: FakeNeon, before: dict) -> None:
 
 
 def test_an_export_restored_with_standard_tools_holds_every_row(
-        driver, neon, slack, s3, bucket, keys, bot_env, postgres: PostgresServer, tmp_path):
+        driver, bot, neon, slack, s3, bucket, keys, bot_env, postgres: PostgresServer,
+        tmp_path):
     fill_main(neon, orders=120_000)
     source = table_digests(neon.connect_url("main"))
     assert source[("public", "orders")][0] == 120_000 and ("sales", "it's") in source
@@ -131,6 +133,8 @@ def test_an_export_restored_with_standard_tools_holds_every_row(
     assert "intact" in verified.stdout and "read whole by pg_restore" in verified.stdout
     assert slack.messages(ALERTS_CHANNEL) == []
     assert_main_untouched(neon, source)
+    metrics = httpx.get(f"{bot.url}/metrics", timeout=10).text
+    assert 'lifeguard_last_success_timestamp_seconds{work="export"}' in metrics
 
 
 def test_the_scheduled_export_is_a_job_that_posts_no_card_when_it_succeeds(
