@@ -280,3 +280,20 @@ def test_placeholder_export_values_are_named_as_such(export_env):
     assert [p.split(" ")[0] for p in error.value.problems] == ["EXPORT_URL",
                                                                 "EXPORT_RECIPIENTS"]
     assert all("placeholder" in p for p in error.value.problems)
+
+
+def test_the_export_commands_need_only_the_project_and_the_export_settings(export_env,
+                                                                          monkeypatch):
+    from bot.config import load_export_settings
+
+    for name in GOOD:
+        if name != "NEON_PROJECT_ID":
+            monkeypatch.delenv(name)
+    export_env(EXPORT_URL="s3://team-backups/lifeguard", EXPORT_RECIPIENTS=AGE_KEY)
+    settings = load_export_settings()
+    assert settings.export_url == "s3://team-backups/lifeguard"
+    assert settings.export_recipients == (AGE_KEY,)
+    monkeypatch.delenv("EXPORT_RECIPIENTS")
+    with pytest.raises(SettingsError) as error:
+        load_export_settings()
+    assert error.value.problems[0].startswith("EXPORT_RECIPIENTS is missing")

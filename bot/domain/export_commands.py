@@ -45,10 +45,9 @@ def parse_export_command(subcommand: str, rest: str, validate_reason: Callable[[
                                f"(got `{escape(rest.strip()[:40])}`).")
         return BackupExports()
     words = rest.strip().split(maxsplit=1)
-    branch = None
+    branch, reason = None, rest
     if words and _BRANCH_LIKE.match(words[0]):
-        branch = words.pop(0)
+        branch, reason = words[0], (words[1] if len(words) > 1 else "")
         if len(branch) > 100:
             raise InvalidInput("That branch name is longer than any Neon branch name.")
-    reason = words[0] if words else ""
     return BackupExport(branch=branch, reason=validate_reason(reason))

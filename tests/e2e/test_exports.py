@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.exports import find_tools
@@ -79,7 +80,8 @@ def assert_main_untouched(neon: FakeNeon, before: dict) -> None:
 
 
 def test_an_export_restored_with_standard_tools_holds_every_row(
-        driver, neon, slack, s3, bucket, keys, bot_env, postgres: PostgresServer, tmp_path):
+        driver, bot, neon, slack, s3, bucket, keys, bot_env, postgres: PostgresServer,
+        tmp_path):
     fill_main(neon, orders=120_000)
     source = table_digests(neon.connect_url("main"))
     assert source[("public", "orders")][0] == 120_000 and ("sales", "it's") in source
@@ -131,3 +133,19 @@ def test_an_export_restored_with_standard_tools_holds_every_row(
     assert "intact" in verified.stdout and "read whole by pg_restore" in verified.stdout
     assert slack.messages(ALERTS_CHANNEL) == []
     assert_main_untouched(neon, source)
+    metrics = httpx.get(f"{bot.url}/metrics", timeout=10).text
+    assert 'lifeguard_last_success_timestamp_seconds{work="export"}' in metrics
+
+
+def test_the_scheduled_export_is_a_job_that_posts_no_card_when_it_succeeds(
+        bot_env, neon, slack, s3, bucket):
+    fill_main(neon)
+    result = run_bot_command(["run-job", "scheduled_export"], bot_env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "export: ok: export" in result.stdout and "succeeded" in result.stdout
+    listed = run_bot_command(["export", "list"], bot_env)
+    assert "1 finished export(s)" in listed.stdout and "from main" in listed.stdout
+    [requested] = [e for e in audit_entries(bot_env) if e["action"] == "export.requested"]
+    assert requested["actor"] == "scheduler"
+    assert slack.calls_to("chat.postMessage") == []  # quiet: no card, no alert
+    assert temporary_branches(neon) == []
