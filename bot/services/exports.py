@@ -58,6 +58,7 @@ EXPORTS_OFF = ("Exports are off in this Lifeguard. To turn them on, an admin set
                "other than AWS (R2, MinIO, B2), then restarts it; `python -m bot doctor` "
                "checks the bucket.")
 LISTED_BACKUPS = 5
+SCHEDULED_WAIT_SECONDS = 12 * 3600.0  # the scheduled job waits this long for its export
 
 
 class ExportServiceStore(AuditLog, Protocol):
@@ -216,8 +217,6 @@ class ExportService:
                                            ExportState.CLEANING))
         try:
             found = self.archive.list_exports()
-        except NotAllowed:
-            raise
         except Exception as error:  # the records are still worth showing
             return ExportListing(records, None, [], escape(str(error)))
         recorded = {export.id for export in self.store.exports.list()}
@@ -233,7 +232,8 @@ class ExportService:
             return JobResult("export", True, "exports are off (EXPORT_URL is not set)")
         export = self.request_export(SCHEDULER, None, SCHEDULED_REASON, channel_id=None,
                                      response_url=None)
-        export = self.work.advance(export.id) or self.store.exports.get(export.id) or export
+        # settle, not advance: the reconciler may take the export up first
+        export = self.settle(export.id, timeout=SCHEDULED_WAIT_SECONDS) or export
         if export.state != ExportState.SUCCEEDED:
             if export.state == ExportState.FAILED:
                 return JobResult("export", False, f"export {export.id} failed: {export.error}")
@@ -261,7 +261,7 @@ class ExportService:
                     "kept": len(plan.keep)}))
             if marked is None:
                 continue
-            done = self.work.advance(export.id) or self.store.exports.get(export.id)
+            done = self.settle(export.id, timeout=120.0)
             if done is not None and done.state == ExportState.DELETED:
                 deleted.append(export.id)
         return deleted
