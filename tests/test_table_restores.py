@@ -25,7 +25,9 @@ from bot.domain.table_restores import (
 )
 from bot.domain.verification import TableResult, VerificationReport
 from bot.services.table_source import check_one_expression
+from handlers.drill_blocks import drill_card
 from handlers.verification_blocks import table_report
+from tests.support.handler_fakes import make_drill
 from tests.support.mrkdwn import HOSTILE, assert_markup_is_lifeguards
 
 BACKUP = "backup-20261121-142500"
@@ -137,3 +139,14 @@ def test_the_report_puts_the_largest_differences_first_and_says_how_many_more():
     assert len(text) <= 3000 and "and 23 more tables" in blocks[1]["elements"][0]["text"]
     assert "only in the source: `gone`" in blocks[1]["elements"][0]["text"]
     assert_markup_is_lifeguards({"blocks": blocks})
+
+
+def test_a_drill_report_names_the_tables_and_counts_it_checked():
+    tables = (result("members", 1200, 1200), result("orders", 80, 95))
+    report = VerificationReport(True, 2, tables, (), (), (), 2.0, None, "main (live)")
+    card = drill_card(replace(make_drill(), verification=report.to_dict()))
+    shown = "\n".join(b["text"]["text"] for b in card["blocks"] if b["type"] == "section")
+    header, first, second = shown.split("```")[1].splitlines()
+    assert header.split() == ["table", "restored", "production", "differs"]
+    assert first.split()[:3] == ["orders", "80", "95"]  # the difference first
+    assert second.split()[:4] == ["members", "1,200", "1,200", "no"]

@@ -92,11 +92,26 @@ def copy_table(source_url: str, live_url: str, plan: TableCopy, columns: tuple[s
             started(str(xid_row[0]))
             result = _copy(source, live, plan, table, began)
             checked(result)
-            live.commit()
+            try:
+                live.commit()
+            except psycopg.Error:
+                # The connection broke during COMMIT: ask the server what came of it.
+                if _committed(live_url, str(xid_row[0])):
+                    return result
+                raise
             return result
     except psycopg.Error as error:
         raise CopyFailed(f"The copy failed and was rolled back, so the live branch is as it "
                          f"was: {escape(plain_error(error, source_url, live_url))}.") from None
+
+
+def _committed(live_url: str, xid: str) -> bool:
+    try:
+        return transaction_state(live_url, xid) == "committed"
+    except psycopg.Error:
+        raise CopyFailed("The connection to the live branch broke while the copy was being "
+                         "committed, and whether it was could not be read; look at the live "
+                         "table before asking again.") from None
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:

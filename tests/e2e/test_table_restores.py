@@ -262,3 +262,17 @@ def test_a_kill_during_the_copy_leaves_all_rows_or_none(bot_env, neon, slack, dr
     assert "Lifeguard stopped while it was copying" in failed and "none of the rows" in failed
     assert restored_rows() is None
     assert rows(neon, "main", "SELECT count(*) FROM accounts") == [(rows_in_table // 2,)]
+
+
+def test_a_cancelled_request_at_a_moment_has_its_branch_removed(driver, neon, slack, bot_env):
+    seed_accounts(neon, 3)
+    moment = neon.checkpoint()
+    at = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    request_id = ask(driver, slack, f"table accounts at {at}", ALICE, timeout=40)
+    [made] = [b["name"] for b in neon.branches() if b["name"].startswith("restore-")]
+    driver.command("/restore", f"cancel {request_id}", user_id=ALICE)
+    card(slack, request_id, "cancelled by")
+    slack.wait_for(lambda: made not in {b["name"] for b in neon.branches()}, timeout=30)
+    assert rows(neon, "main", "SELECT count(*) FROM accounts") == [(3,)]
+    assert "request.source_removed" in [e["action"] for e in audit_entries(bot_env)
+                                        if e["subject"] == request_id]
