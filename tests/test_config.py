@@ -284,7 +284,7 @@ def test_placeholder_export_values_are_named_as_such(export_env):
 
 def test_the_export_commands_need_only_the_project_and_the_export_settings(export_env,
                                                                           monkeypatch):
-    from bot.config import load_export_settings
+    from bot.config import DESCRIPTIONS, load_export_settings
 
     for name in GOOD:
         if name != "NEON_PROJECT_ID":
@@ -293,7 +293,15 @@ def test_the_export_commands_need_only_the_project_and_the_export_settings(expor
     settings = load_export_settings()
     assert settings.export_url == "s3://team-backups/lifeguard"
     assert settings.export_recipients == (AGE_KEY,)
+    # Listing, checking and restoring read exports: no public key is needed for that, and
+    # a restore demands what it does need by name.
     monkeypatch.delenv("EXPORT_RECIPIENTS")
+    assert load_export_settings().export_recipients == ()
+    with pytest.raises(SettingsError) as error:
+        load_export_settings(required=("export_url", "export_identity"))
+    assert error.value.problems == [
+        "EXPORT_IDENTITY is missing: " + DESCRIPTIONS["EXPORT_IDENTITY"]]
+    export_env(EXPORT_RECIPIENTS="age1notakey")
     with pytest.raises(SettingsError) as error:
         load_export_settings()
-    assert error.value.problems[0].startswith("EXPORT_RECIPIENTS is missing")
+    assert error.value.problems[0].startswith("EXPORT_RECIPIENTS is malformed")

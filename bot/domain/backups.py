@@ -135,7 +135,7 @@ class BackupHelp:
 BackupCommand = (BackupNow | BackupList | BackupDelete | BackupHealth | BackupPrune
                  | BackupSchedule | BackupHelp | BackupVerify | BackupExport | BackupExports)
 
-_SUBCOMMANDS = ("now", "list", "delete", "verify", "help", "health", "prune", "schedule",
+_SUBCOMMANDS = ("now", "list", "delete", "help", "health", "prune", "schedule", "verify",
                 "export", "exports")
 _NO_ARGUMENTS: dict[str, type[BackupList | BackupHealth | BackupPrune | BackupSchedule]] = {
     "list": BackupList, "health": BackupHealth, "prune": BackupPrune,
