@@ -97,22 +97,27 @@ def export_card(export: Export, now: datetime, *, written: int | None = None,
     return {"text": headline, "blocks": blocks}
 
 
+def export_state(export: Export, in_store: set[str] | None = None) -> str:
+    """Where an export stands, for a listing: under way, gone from the bucket (when the
+    bucket was read: `in_store`), or how its last check went."""
+    if export.state != ExportState.SUCCEEDED:
+        return f"_{export.state.value}: {_DOING.get(export.step, export.step.value)}_"
+    if in_store is not None and export.id not in in_store:
+        return ":warning: _its manifest is no longer in the bucket_"
+    if export.check_passed:
+        return (":white_check_mark: last check passed "
+                + ("(archives read whole)" if export.archive_read else "(checksums)")
+                + (f" {when(export.checked_at)}" if export.checked_at else ""))
+    return ":x: last check failed"
+
+
 def export_list(listing: ExportListing, now: datetime) -> Message:
     if not listing.exports and not listing.unrecorded:
         return ephemeral("No exports yet. `/backup export [reason]` takes one.")
     blocks: list[dict[str, Any]] = [section(f"*Exports* ({len(listing.exports)})")]
     for export in listing.exports:
         age = humanize_age(now - export.created_at)
-        if export.state != ExportState.SUCCEEDED:
-            state = f"_{export.state.value}: {_DOING.get(export.step, export.step.value)}_"
-        elif listing.in_store is not None and export.id not in listing.in_store:
-            state = ":warning: _its manifest is no longer in the bucket_"
-        elif export.check_passed:
-            state = (":white_check_mark: last check passed "
-                     + ("(archives read whole)" if export.archive_read else "(checksums)")
-                     + (f" {when(export.checked_at)}" if export.checked_at else ""))
-        else:
-            state = ":x: last check failed"
+        state = export_state(export, listing.in_store)
         blocks.append(section(
             f"`{export.id}` · {escape(export.source)} · {age} old · {size(export.size)}\n"
             f"{when(export.created_at)} · by {_who(export.requested_by)} · {state}"))

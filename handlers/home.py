@@ -14,6 +14,7 @@ from slack_sdk import WebClient
 from bot.domain.requests import RequestState
 from bot.services.backups import BackupService
 from bot.services.drills import DrillService
+from bot.services.exports import ExportService
 from bot.services.health import HealthService
 from bot.services.incidents import IncidentService
 from bot.services.restores import RestoreService
@@ -48,6 +49,7 @@ def home_facts(user_id: str, services: Mapping[str, Any]) -> HomeFacts:
     drills: DrillService = services["drills"]
     health: HealthService = services["health"]
     incidents: IncidentService | None = services.get("incidents")
+    exports: ExportService | None = services.get("exports")
     describe_schedule: Callable[[], object] = services["describe_schedule"]
     problems: list[str] = []
 
@@ -73,7 +75,8 @@ def home_facts(user_id: str, services: Mapping[str, Any]) -> HomeFacts:
         incidents=read("the incidents", incidents.live, []) if incidents else [],
         checks=list(report.checks) if report is not None else None,
         backups=read("the backups", lambda: backups.recent(5), []),
-        exports=None,  # no export listing yet: the Home shows none
+        exports=read("the exports", lambda: exports.recent(5), [])
+        if exports is not None and exports.enabled else None,
         drill=drill[0] if drill else None,
         schedule=read("the schedule", lambda: schedule_lines(describe_schedule()), []),
         problems=problems)

@@ -11,12 +11,14 @@ from typing import Any
 
 from bot.domain.backups import Backup
 from bot.domain.drills import Drill
+from bot.domain.export_jobs import Export
 from bot.domain.health import Check
 from bot.domain.incidents import Incident
 from bot.domain.requests import ACTION_TITLES, ChangeRequest
 from bot.domain.text import escape
 from handlers import ids
-from handlers.blocks import context, section, when
+from handlers.blocks import context, section, size, when
+from handlers.export_blocks import export_state
 from handlers.health_blocks import ICON, level_text
 from handlers.incident_blocks import header
 
@@ -34,7 +36,7 @@ class HomeFacts:
     incidents: list[Incident] = field(default_factory=list)
     checks: list[Check] | None = None  # None: the health report could not be made
     backups: list[Backup] = field(default_factory=list)
-    exports: list[str] | None = None  # None: no export listing in this Lifeguard
+    exports: list[Export] | None = None  # None: exports are off
     drill: Drill | None = None
     schedule: list[str] = field(default_factory=list)  # one mrkdwn line a job
     problems: list[str] = field(default_factory=list)
@@ -87,8 +89,10 @@ def home_view(facts: HomeFacts) -> dict[str, Any]:
         f"`{escape(b.branch_name)}` · {b.status.value} · {when(b.created_at)} · "
         f"<@{b.requested_by}>") for b in facts.backups], "No backups yet.")
     if facts.exports is not None:
-        blocks += _part("Latest exports", [context(line) for line in facts.exports],
-                        "No exports yet.")
+        blocks += _part("Latest exports", [context(
+            f"`{e.id}` · {escape(e.source)} · {size(e.size)} · {when(e.created_at)} · "
+            f"{export_state(e)}") for e in facts.exports],
+            "No exports yet: `/backup export` takes one.")
     drill = facts.drill
     blocks += _part("Latest restore drill", [context(
         f"`{escape(drill.branch_name)}` · {drill.state.value} · {when(drill.created_at)}"

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.export_jobs import Export, ExportState, ExportStep
 from bot.domain.health import Check, Level
 from bot.domain.incident_summary import summarize
 from bot.domain.incident_timeline import (
@@ -253,13 +254,36 @@ def test_the_open_incident_button_is_on_request_cards_and_failure_alerts() -> No
     assert values(health_blocks.health_alert(ok, Level.FAIL)) == []
 
 
+def make_export(**changes: object) -> Export:
+    export = Export(id="e1a2b3c4d5e6", state=ExportState.SUCCEEDED, step=ExportStep.DONE,
+                    requested_by=ALICE, reason="weekly", folder="p/20261121-142500-e1/",
+                    branch_name="export-e1a2b3c4d5e6", created_at=T0, updated_at=T0,
+                    source_backup="backup-20261121-142500", check_passed=True,
+                    checked_at=T0)
+    return replace(export, **changes)  # type: ignore[arg-type]
+
+
+def test_the_app_home_lists_the_latest_exports_while_exports_are_on() -> None:
+    hostile = make_export(source_backup="<!channel> <https://evil.example|x>")
+    view = home_blocks.home_view(home_blocks.HomeFacts(
+        user_id=ALICE, exports=[make_export(), hostile,
+                                make_export(id="e2", check_passed=False)]))
+    text = str(view)
+    assert "Latest exports" in text and "`e1a2b3c4d5e6` · backup-20261121-142500" in text
+    assert ":white_check_mark: last check passed" in text and ":x: last check failed" in text
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text
+    assert problems(view, "home") == []
+    none_yet = str(home_blocks.home_view(home_blocks.HomeFacts(user_id=ALICE, exports=[])))
+    assert "No exports yet" in none_yet
+
+
 def test_the_app_home_fits_100_blocks_however_much_there_is() -> None:
     many = [make_request(request_id=f"{n:08x}") for n in range(30)]
     facts = home_blocks.HomeFacts(
         user_id=BOB, waiting=many, mine=many, incidents=[big_incident()] * 30,
         checks=[Check(f"k{n}", "Check " + "c" * 100, Level.WARN, "v" * 200, "t", "a")
                 for n in range(30)],
-        backups=[make_backup()] * 30, exports=["export"] * 30, drill=None,
+        backups=[make_backup()] * 30, exports=[make_export()] * 30, drill=None,
         schedule=["job"] * 30, problems=["the drills"])
     view = home_blocks.home_view(facts)
     assert problems(view, "home") == []
@@ -267,7 +291,7 @@ def test_the_app_home_fits_100_blocks_however_much_there_is() -> None:
     assert {b["action_id"] for b in buttons} == {ids.APPROVE, ids.REJECT}
     empty = home_blocks.home_view(home_blocks.HomeFacts(user_id=ALICE))
     assert problems(empty, "home") == [] and "Nothing is waiting for you" in str(empty)
-    assert "exports" not in str(empty).lower()  # no export listing: no empty part for it
+    assert "exports" not in str(empty).lower()  # exports off: no empty part for them
 
 
 def test_incident_settings_are_validated_like_approvers_and_https_links() -> None:

@@ -210,6 +210,12 @@ class ExportService:
 
     # --- /backup exports ----------------------------------------------------------------
 
+    def recent(self, limit: int) -> list[Export]:
+        """The latest exports, finished or under way, from Lifeguard's records alone (no
+        call to the bucket: the App Home shows them each time it is opened)."""
+        return self.store.exports.list((ExportState.SUCCEEDED, ExportState.RUNNING,
+                                        ExportState.CLEANING), limit=limit)
+
     def listing(self) -> ExportListing:
         if self.archive is None:
             raise ExportsOff()
