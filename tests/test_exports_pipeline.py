@@ -22,7 +22,6 @@ import psycopg
 import pyrage
 import pytest
 import zstandard
-from psycopg import sql
 
 from bot.domain.export_errors import (
     DumpFailed,
@@ -45,6 +44,7 @@ from bot.exports import (
     snapshot,
     verify,
 )
+from tests.support.exports import table_digests
 from tests.support.postgres import PostgresServer
 from tests.support.s3 import FailingProxy, S3Server, shared_s3, use_credentials
 
@@ -109,24 +109,6 @@ def source(postgres: PostgresServer) -> str:
 @pytest.fixture(scope="module")
 def tools() -> PgTools:
     return find_tools()
-
-
-def table_digests(url: str) -> dict[tuple[str, str], tuple[int, str]]:
-    """Every user table: (row count, MD5 of all its rows as text, in order)."""
-    digests = {}
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
-            "('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
-        for schema, table in tables:
-            row = conn.execute(sql.SQL(
-                "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), "
-                "'') FROM {}.{} t").format(sql.Identifier(schema), sql.Identifier(table))
-            ).fetchone()
-            assert row is not None
-            digests[(schema, table)] = (row[0], row[1])
-    return digests
 
 
 def with_password(url: str, password: str) -> str:

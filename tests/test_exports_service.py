@@ -250,6 +250,19 @@ def test_a_resumed_dump_discards_what_the_interrupted_try_left_and_goes_on(store
     assert [d.dumped.database for d in done.dumps] == ["app", "neondb"]
 
 
+def test_an_export_left_unfinished_while_exports_are_off_waits_for_them(store):
+    neon, archive = FakeNeon(), FakeArchive()
+    exports, _, _ = service(store, neon, archive)
+    export = exports.request_export("U0ALICE", None, "", channel_id=None, response_url=None)
+    switched_off, _, _ = service(store, neon, None)  # a restart without EXPORT_URL
+    assert switched_off.unfinished() == []  # the reconciler leaves it alone
+    assert store.exports.get(export.id).state == ExportState.RUNNING  # type: ignore[union-attr]
+    switched_on, _, _ = service(store, neon, archive)
+    assert [e.id for e in switched_on.unfinished()] == [export.id]
+    done = switched_on.advance(export.id)
+    assert done is not None and done.state == ExportState.SUCCEEDED
+
+
 def test_a_folder_holding_objects_is_never_written_to_nor_cleaned_up(store):
     neon, archive = FakeNeon(), FakeArchive()
     exports, _, poster = service(store, neon, archive)

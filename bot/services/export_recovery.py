@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.domain.errors import InvalidInput, LifeguardError
-from bot.domain.export_archive import FoundExport
 from bot.domain.export_manifest import Manifest
-from bot.domain.export_restores import Placement, latest_ids, manifest_report, place_databases
+from bot.domain.export_restores import Placement, manifest_report, place_databases
 from bot.domain.verification import TableKey, VerificationReport
+from bot.services.export_restore_steps import find_restorable
 from bot.services.ports import ExportArchive
 from bot.services.verification import count_rows
 
@@ -87,7 +87,8 @@ class ExportRecovery:
         return result
 
     def _restore(self, result: RecoveryResult, export_id: str, pick: str | None) -> None:
-        found = self._find(export_id)
+        found = find_restorable(self.archive, export_id,
+                                listed_by="`python -m bot export list`")
         manifest = found.manifest
         assert manifest is not None
         result.manifest = manifest
@@ -128,17 +129,6 @@ class ExportRecovery:
                 errors[placement.database.database] = str(error)
         result.report = manifest_report([p.database for p in placements], counted,
                                         seconds=time.monotonic() - began, errors=errors)
-
-    def _find(self, export_id: str) -> FoundExport:
-        found = self.archive.find(export_id)
-        if found is None:
-            ids = [export.export_id for export in self.archive.list_exports()]
-            raise RecoveryFailed(f"There is no finished export {export_id!r} in "
-                                 f"{self.archive.where()}: {latest_ids(ids)}. "
-                                 "`python -m bot export list` lists them.")
-        if found.manifest is None:
-            raise RecoveryFailed(f"Export {export_id} cannot be restored: {found.problem}")
-        return found
 
     def _check_targets(self, placements: list[Placement]) -> set[str]:
         """The target databases that do not exist yet; RecoveryFailed when one holds

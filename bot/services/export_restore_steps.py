@@ -77,6 +77,20 @@ def _count(url: str, label: str) -> dict[TableKey, int]:
     return count_rows(url, label=label)
 
 
+def find_restorable(archive: ExportArchive, export_id: str, *, listed_by: str) -> FoundExport:
+    """The finished export `export_id` with its manifest; NotFound naming the latest ids
+    (and `listed_by`, the command that lists them), or NotAllowed when its manifest cannot
+    be read."""
+    found = archive.find(export_id)
+    if found is None:
+        ids = [export.export_id for export in archive.list_exports()]
+        raise NotFound(f"There is no finished export `{export_id}` in {archive.where()}: "
+                       f"{latest_ids(ids)}. {listed_by} lists them.")
+    if found.manifest is None:
+        raise NotAllowed(f"Export `{export_id}` cannot be restored: {found.problem}")
+    return found
+
+
 def export_facts(found: FoundExport) -> dict[str, Any]:
     """What the card shows of the export, stored with the request when it is asked."""
     manifest = found.manifest
@@ -108,15 +122,7 @@ class ExportRestores:
         if not EXPORT_ID.match(export_id):
             raise InvalidInput("An export id is letters, digits, '-' and '_' (`/backup "
                                "exports` lists them).")
-        found = archive.find(export_id)
-        if found is None:
-            ids = [export.export_id for export in archive.list_exports()]
-            raise NotFound(f"There is no finished export `{export_id}` in "
-                           f"{archive.where()}: {latest_ids(ids)}. `/backup exports` lists "
-                           "them.")
-        if found.manifest is None:
-            raise NotAllowed(f"Export `{export_id}` cannot be restored: {found.problem}")
-        return found
+        return find_restorable(archive, export_id, listed_by="`/backup exports`")
 
     def _archive(self) -> ExportArchive:
         if self.archive is None:

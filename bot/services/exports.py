@@ -199,6 +199,11 @@ class ExportService:
         return self.store.exports.get(export_id)
 
     def unfinished(self) -> list[Export]:
+        """What the reconciler moves on. None while exports are off: an export left
+        unfinished then waits, whole, for EXPORT_URL to be set again (without the bucket
+        it could neither go on nor remove what it wrote)."""
+        if self.archive is None:
+            return []
         return self.store.exports.list(UNFINISHED_EXPORT_STATES)
 
     def _show(self, export: Export) -> MessageRef | None:

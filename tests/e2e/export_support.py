@@ -14,7 +14,6 @@ from typing import Any
 import psutil
 import psycopg
 import pyrage
-from psycopg import sql
 
 from tests.support.fake_neon import FakeNeon
 from tests.support.s3 import Credentials, S3Server
@@ -64,24 +63,6 @@ def add_random_bytes(neon: FakeNeon, megabytes: int) -> None:
         conn.execute("INSERT INTO noise SELECT g, decode(string_agg(md5(g::text || ':' || i "
                      "|| random()::text), ''), 'hex') FROM generate_series(1, %s) g, "
                      "generate_series(1, 4096) i GROUP BY g", (megabytes * 16,))
-
-
-def table_digests(url: str) -> dict[tuple[str, str], tuple[int, str]]:
-    """Every user table: (row count, MD5 of all its rows as text, in order)."""
-    digests = {}
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
-            "('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
-        for schema, table in tables:
-            row = conn.execute(sql.SQL(
-                "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), "
-                "'') FROM {}.{} t").format(sql.Identifier(schema), sql.Identifier(table))
-            ).fetchone()
-            assert row is not None
-            digests[(schema, table)] = (row[0], row[1])
-    return digests
 
 
 def folder_keys(s3: S3Server, bucket: str) -> list[str]:

@@ -161,7 +161,7 @@ def test_a_database_holding_tables_is_never_restored_into(exports, s3, bucket, k
 def test_an_unknown_export_names_the_latest(exports, s3, bucket, key, postgres):
     missing = restore(recovery_env(s3, bucket, key), "exp-nope", "--into", postgres.url("x"))
     assert missing.returncode == 1
-    assert "no finished export 'exp-nope'" in missing.stderr
+    assert "no finished export `exp-nope`" in missing.stderr
     assert "exp-one" in missing.stderr and "exp-two" in missing.stderr
     assert not exists(postgres, "x")
 

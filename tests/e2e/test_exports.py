@@ -21,10 +21,10 @@ from tests.e2e.export_support import (
     folder_keys,
     make_keys,
     restore_with_standard_tools,
-    table_digests,
     temporary_branches,
 )
 from tests.support.bot_process import ALERTS_CHANNEL, audit_entries, run_bot_command
+from tests.support.exports import table_digests
 from tests.support.fake_neon import FakeNeon
 from tests.support.postgres import PostgresServer
 from tests.support.s3 import S3Server, shared_s3
