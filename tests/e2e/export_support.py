@@ -13,8 +13,8 @@ from typing import Any
 
 import psutil
 import psycopg
-import pyrage
 
+from tests.support.exports import make_key
 from tests.support.fake_neon import FakeNeon
 from tests.support.s3 import Credentials, S3Server
 
@@ -36,10 +36,8 @@ INSERT INTO sales."it's" ("a ""quoted"" column", payload) VALUES
 
 def make_keys(folder: Path) -> tuple[str, Path]:
     """(age public key, identity file) as age-keygen would make them."""
-    identity = pyrage.x25519.Identity.generate()
-    path = folder / "export-key.txt"
-    path.write_text(f"# public key: {identity.to_public()}\n{identity}\n")
-    return str(identity.to_public()), path
+    key = make_key(folder)
+    return key.recipient, key.identity_file
 
 
 def export_settings(s3: S3Server, bucket: str, recipient: str, identity: Path, *,
