@@ -480,6 +480,19 @@ def test_a_snapshot_without_the_right_to_read_the_lsn_still_counts(postgres):
         assert [(t.table, t.rows) for t in taken.tables] == [("t", 42)]
 
 
+def test_rows_that_cannot_be_counted_fail_the_export_with_postgresqls_reason(postgres):
+    url = postgres.create_database("export_unreadable")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS export_blind")
+        conn.execute("CREATE ROLE export_blind LOGIN")
+        conn.execute("CREATE TABLE secret AS SELECT generate_series(1, 5) AS n")
+    blind = url.replace("postgres@", "export_blind@", 1)
+    with snapshot(blind) as taken:  # the snapshot itself is fine; its counting is not
+        assert taken.snapshot_id
+    with pytest.raises(ExportError, match=r"counting the export's rows failed.*permission"):
+        print(taken.tables)
+
+
 def test_a_snapshot_of_an_unreachable_server_says_so():
     with pytest.raises(ExportError, match="cannot connect to the database") as failed, \
             snapshot("postgresql://u:hidden-pw@127.0.0.1:9/db", connect_timeout=2):
