@@ -13,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -81,15 +80,7 @@ class Snapshot:
     lsn: str | None  # None when the server would not tell (permissions, a replica)
     server_version: str  # "15.10"
     server_version_num: int  # 150010
-    # Counted on the snapshot's own connection while pg_dump reads the same snapshot: the
-    # counts cost a read of every table, which then overlaps the dump's.
-    counting: Future[tuple[TableRows, ...]] = field(repr=False, compare=False)
-
-    @property
-    def tables(self) -> tuple[TableRows, ...]:
-        """Every user table's exact row count in this snapshot (waits for the counting;
-        ExportError if it failed)."""
-        return self.counting.result()
+    tables: tuple[TableRows, ...]  # exact row counts in this snapshot
 
 
 # User tables: ordinary tables and partitions (a partitioned parent holds no rows of its
@@ -120,24 +111,17 @@ def snapshot(uri: str, *, connect_timeout: int = 30) -> Iterator[Snapshot]:
         raise ExportError(f"cannot connect to the database to export it: "
                           f"{_postgres_message(error, uri)}") from None
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-counts") as counter:
-            try:
-                taken = _take_snapshot(conn, lambda: counter.submit(_count_tables, conn, uri))
-            except psycopg.Error as error:
-                raise ExportError(f"the export's snapshot failed: "
-                                  f"{_postgres_message(error, uri)}") from None
-            try:
-                yield taken
-            except BaseException:
-                conn.cancel()  # the dump failed: the counts are not wanted
-                raise
-            # leaving the executor waits for the counts: they end before the transaction
+        try:
+            taken = _take_snapshot(conn)
+        except psycopg.Error as error:
+            raise ExportError(f"the export's snapshot failed: "
+                              f"{_postgres_message(error, uri)}") from None
+        yield taken
     finally:
         conn.close()  # which ends the transaction: the snapshot is needed no longer
 
 
-def _take_snapshot(conn: psycopg.Connection[Any],
-                   count: Callable[[], Future[tuple[TableRows, ...]]]) -> Snapshot:
+def _take_snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
     # A long dump must not be cut short by the server's own limits on this session.
     conn.execute("SET statement_timeout = 0")
     conn.execute("SET idle_in_transaction_session_timeout = 0")
@@ -148,27 +132,19 @@ def _take_snapshot(conn: psycopg.Connection[Any],
     if version is None or exported is None:
         raise ExportError("the database did not answer the snapshot's queries")
     lsn = _snapshot_lsn(conn)
+    tables = []
+    for schema, table in conn.execute(_TABLES).fetchall():
+        counted = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(table))).fetchone()
+        tables.append(TableRows(schema, table, int(counted[0]) if counted else 0))
     return Snapshot(
         snapshot_id=str(exported[0]),
         taken_at=exported[1].astimezone(UTC),
         lsn=lsn,
         server_version=str(version[0]).split()[0],
         server_version_num=int(version[1]),
-        counting=count(),  # from here on only the counting uses the connection
+        tables=tuple(tables),
     )
-
-
-def _count_tables(conn: psycopg.Connection[Any], uri: str) -> tuple[TableRows, ...]:
-    try:
-        tables = []
-        for schema, table in conn.execute(_TABLES).fetchall():
-            counted = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(table))).fetchone()
-            tables.append(TableRows(schema, table, int(counted[0]) if counted else 0))
-        return tuple(tables)
-    except psycopg.Error as error:
-        raise ExportError(f"counting the export's rows failed: "
-                          f"{_postgres_message(error, uri)}") from None
 
 
 def _snapshot_lsn(conn: psycopg.Connection[Any]) -> str | None:
