@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_environment
+from tests.support.exports import AgeKey, make_key
 from tests.support.fake_neon import FakeNeon
 from tests.support.fake_slack import FakeSlack
 from tests.support.postgres import PostgresServer
+from tests.support.s3 import S3Server, shared_s3
 from tests.support.slack_driver import SlackDriver
 
 ALICE = "U0ALICE"  # asks for things
@@ -77,3 +79,15 @@ def bot(bot_env: dict[str, str]) -> Iterator[BotProcess]:
 @pytest.fixture
 def driver(bot: BotProcess, slack: FakeSlack) -> SlackDriver:
     return SlackDriver(bot.url, SIGNING_SECRET, slack)
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Server:
+    """The S3-compatible server (moto) the export tests share; each test makes its bucket."""
+    return shared_s3()
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
+    """An age key pair, as age-keygen makes one."""
+    return make_key(tmp_path_factory.mktemp("age"))

@@ -36,18 +36,13 @@ from tests.support.bot_process import (
 from tests.support.fake_neon import FakeNeon
 from tests.support.fake_slack import FakeSlack
 from tests.support.postgres import PostgresServer
-from tests.support.s3 import FailingProxy, S3Server, shared_s3
+from tests.support.s3 import FailingProxy, S3Server
 from tests.support.slack_driver import SlackDriver
 from tests.support.waits import wait_for_card
 
 FAILED = "failed"
 FOREIGN = {"lifeguard/notes.txt": b"kept by someone else",
            "lifeguard/other-project/20260101-000000-abc/manifest.json": b"{}"}
-
-
-@pytest.fixture
-def s3() -> S3Server:
-    return shared_s3()
 
 
 @pytest.fixture

@@ -20,24 +20,13 @@ from tests.support.exports import (
     SOURCE_SCHEMA,
     AgeKey,
     archive_of,
-    make_key,
     table_digests,
     take_export,
 )
 from tests.support.postgres import PostgresServer
-from tests.support.s3 import S3Server, shared_s3
+from tests.support.s3 import S3Server
 
 PROJECT = "quiet-lake-424242"
-
-
-@pytest.fixture(scope="module")
-def s3() -> S3Server:
-    return shared_s3()
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
-    return make_key(tmp_path_factory.mktemp("age"))
 
 
 @pytest.fixture(scope="module")

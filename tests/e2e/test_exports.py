@@ -27,15 +27,10 @@ from tests.support.bot_process import ALERTS_CHANNEL, audit_entries, run_bot_com
 from tests.support.exports import table_digests
 from tests.support.fake_neon import FakeNeon
 from tests.support.postgres import PostgresServer
-from tests.support.s3 import S3Server, shared_s3
+from tests.support.s3 import S3Server
 from tests.support.waits import wait_for_card
 
 DONE = "is done and verified"
-
-
-@pytest.fixture
-def s3() -> S3Server:
-    return shared_s3()
 
 
 @pytest.fixture

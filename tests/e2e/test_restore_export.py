@@ -12,13 +12,13 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import ALICE, BOB
+from tests.e2e.export_support import export_settings as bot_export_settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, audit_entries
 from tests.support.exports import (
     SECOND_SCHEMA,
     SOURCE_SCHEMA,
     AgeKey,
     archive_of,
-    make_key,
     table_digests,
     take_export,
 )
@@ -26,21 +26,11 @@ from tests.support.fake_neon import FakeNeon
 from tests.support.fake_slack import FakeSlack
 from tests.support.postgres import PostgresServer
 from tests.support.restore_steps import ask, card, click
-from tests.support.s3 import S3Server, shared_s3
+from tests.support.s3 import S3Server
 from tests.support.slack_driver import SlackDriver
 from tests.support.waits import wait_for_response
 
 APPROVE = "request.approve"
-
-
-@pytest.fixture(scope="module")
-def s3() -> S3Server:
-    return shared_s3()
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
-    return make_key(tmp_path_factory.mktemp("age"))
 
 
 @pytest.fixture
@@ -52,11 +42,9 @@ def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def export_settings(s3: S3Server, bucket: str, key: AgeKey, *,
                     identity: bool = True) -> dict[str, str]:
-    settings = s3.environment() | {
-        "EXPORT_URL": f"s3://{bucket}/lifeguard", "EXPORT_S3_ENDPOINT": s3.endpoint,
-        "EXPORT_RECIPIENTS": key.recipient}
-    if identity:
-        settings["EXPORT_IDENTITY"] = str(key.identity_file)
+    settings = bot_export_settings(s3, bucket, key.recipient, key.identity_file)
+    if not identity:
+        del settings["EXPORT_IDENTITY"]
     return settings
 
 
