@@ -8,7 +8,9 @@ Run: `python -m pytest -q -s tests/bench/test_export_pipeline.py`. On one databa
   zstd and age, SHA-256, multipart upload to the S3 server on loopback (moto, in this
   process), completed; and the same with the upload replaced by a null sink, which
   separates the pipeline from moto's own cost (a Python server on the same 2 cores);
-- the runbooks' `pg_dump | gzip | openssl enc -aes-256-cbc -pbkdf2 > /dev/null`.
+- the runbooks' `pg_dump | gzip | openssl enc -aes-256-cbc -pbkdf2 > /dev/null`;
+- moto alone: an upload of as many random bytes as the export wrote, through the same
+  multipart Upload, which shows what the store costs by itself.
 
 Each export runs in a child process (`python -c`, imports excluded from its time), which
 reports its own peak RSS (VmHWM; getrusage would count the forked test process's memory,
@@ -91,6 +93,24 @@ EXPORT_CHILD = textwrap.dedent("""
 """)
 
 
+UPLOAD_CHILD = textwrap.dedent("""
+    import json, os, sys, time
+    from bot.exports import ObjectStore
+
+    bucket, endpoint, key, size = sys.argv[1:5]
+    data = os.urandom(int(size))
+    store = ObjectStore(f"s3://{bucket}", endpoint_url=endpoint)
+    began = time.perf_counter()
+    with store.upload(key) as sink:
+        for start in range(0, len(data), 65536):
+            sink.write(data[start:start + 65536])
+        completing = time.perf_counter()
+        sink.complete()
+    ended = time.perf_counter()
+    print(json.dumps({"seconds": ended - began, "complete_seconds": ended - completing}))
+""")
+
+
 def fill(postgres: PostgresServer, name: str, orders: int) -> str:
     url = postgres.create_database(name)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -108,9 +128,12 @@ def timed_shell(command: str) -> tuple[float, str]:
 
 def run_export(url: str, database: str, recipient: str, bucket: str, endpoint: str,
                key: str) -> dict[str, float]:
+    return run_child(EXPORT_CHILD, url, database, recipient, bucket, endpoint, key)
+
+
+def run_child(script: str, *args: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", EXPORT_CHILD, url, database, recipient,
-                              bucket, endpoint, key], stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env, cwd=ROOT)
     assert child.stdout is not None and child.stderr is not None
     out, err = child.stdout.read(), child.stderr.read()
@@ -132,7 +155,7 @@ def test_export_against_pg_dump_and_the_gzip_pipeline(postgres: PostgresServer,
     large = fill(postgres, "bench_export_4x", ROWS * 4)
     pg_dump = str(tools.pg_dump)
 
-    floor, runbook, exports, null_exports = [], [], [], []
+    floor, runbook, exports, null_exports, uploads = [], [], [], [], []
     raw_size = gzip_size = 0
     for round_number in range(ROUNDS):
         seconds, out = timed_shell(f"{pg_dump} -Fc -Z0 -d '{large}' | wc -c")
@@ -146,6 +169,8 @@ def test_export_against_pg_dump_and_the_gzip_pipeline(postgres: PostgresServer,
         exports.append(run_export(large, "bench_export_4x", recipient, bucket, s3.endpoint,
                                   f"4x/{round_number}.dump.zst.age"))
         null_exports.append(run_export(large, "bench_export_4x", recipient, "-", "-", "-"))
+        uploads.append(run_child(UPLOAD_CHILD, bucket, s3.endpoint, f"alone/{round_number}",
+                                 str(int(exports[-1]["size"]))))
     small_export = run_export(small, "bench_export_1x", recipient, bucket, s3.endpoint,
                               "1x/0.dump.zst.age")
 
@@ -154,6 +179,8 @@ def test_export_against_pg_dump_and_the_gzip_pipeline(postgres: PostgresServer,
     null_export = statistics.median(e["seconds"] for e in null_exports)
     counting = statistics.median(e["snapshot_seconds"] for e in exports)
     gzip_pipeline = statistics.median(runbook)
+    upload = statistics.median(u["seconds"] for u in uploads)
+    completing = statistics.median(u["complete_seconds"] for u in uploads)
     export_size = int(exports[0]["size"])
     peak_small = small_export["peak_kb"] / 1000
     peak_large = max(e["peak_kb"] for e in exports) / 1000
@@ -170,6 +197,8 @@ def test_export_against_pg_dump_and_the_gzip_pipeline(postgres: PostgresServer,
           f"counts {counting:.2f} s")
     print(f"  export to a null sink              {null_export:7.2f} s  "
           f"{null_export / base:5.2f}× pg_dump (the pipeline without moto's own cost)")
+    print(f"  moto alone, an upload of that size {upload:7.2f} s  of it completing the upload "
+          f"{completing:.2f} s: the store's own cost, a Python server on the same cores")
     print(f"  pg_dump | gzip | openssl > null    {gzip_pipeline:7.2f} s  export is "
           f"{gzip_pipeline / export:4.1f}× faster (goal ≥ 3×: "
           f"{verdict(gzip_pipeline / export >= 3)})")
