@@ -8,6 +8,7 @@ server no newer than it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import shutil
@@ -65,7 +66,18 @@ def wheel_bin_dir() -> Path | None:
 
 
 def program_version(program: Path) -> str:
-    """`18.6` from `pg_dump --version`; PgToolsError when it does not run."""
+    """`18.6` from `pg_dump --version`; PgToolsError when it does not run. Asked once per
+    file: an export asks for every database, and a program replaced on disk (another
+    size or time) is asked again."""
+    try:
+        found = program.stat()
+    except OSError as error:
+        raise PgToolsError(f"{program} does not run: {error}") from None
+    return _asked_version(program, found.st_size, found.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _asked_version(program: Path, _size: int, _modified_ns: int) -> str:
     try:
         out = subprocess.run([str(program), "--version"], capture_output=True, text=True,
                              timeout=30, env={"LC_ALL": "C"})

@@ -75,10 +75,12 @@ def audit_of(entries: list[dict[str, Any]], subject: str) -> list[str]:
     return [e["action"] for e in entries if e["subject"] == subject]
 
 
-def children_named(pid: int, name: str) -> list[psutil.Process]:
+def dumps_running(pid: int) -> list[psutil.Process]:
+    """The pg_dump processes of `pid` that are dumping (not a `pg_dump --version`)."""
     try:
-        return [c for c in psutil.Process(pid).children(recursive=True) if c.name() == name]
-    except psutil.NoSuchProcess:
+        return [c for c in psutil.Process(pid).children(recursive=True)
+                if c.name() == "pg_dump" and "-Fc" in c.cmdline()]
+    except psutil.NoSuchProcess:  # the bot, or a child being listed, ended meanwhile
         return []
 
 

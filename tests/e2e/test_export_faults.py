@@ -18,7 +18,7 @@ from tests.e2e.export_support import (
     PREFIX,
     add_random_bytes,
     audit_of,
-    children_named,
+    dumps_running,
     export_settings,
     fill_main,
     folder_keys,
@@ -193,7 +193,7 @@ def test_a_pg_dump_that_fails(bot_env, s3, bucket, keys, neon, slack,
     try:
         export_id = export_id_in(ask_export(driver)["text"])
         if how == "is killed":
-            [pg_dump] = wait_until(lambda: children_named(bot.process.pid, "pg_dump"), 60,
+            [pg_dump] = wait_until(lambda: dumps_running(bot.process.pid), 60,
                                    "pg_dump to start")
             pg_dump.send_signal(signal.SIGKILL)
             cause = "pg_dump was killed (SIGKILL)"
@@ -216,7 +216,7 @@ def test_sigkill_during_the_dump_then_restart_ends_whole_or_cleaned_up(
     bot, driver = start(env, slack)
     try:
         export_id = export_id_in(ask_export(driver)["text"])
-        wait_until(lambda: children_named(bot.process.pid, "pg_dump"), 60, "pg_dump")
+        wait_until(lambda: dumps_running(bot.process.pid), 60, "pg_dump")
         # the card shows the dump's progress as it goes: bytes written, time elapsed
         progress = slack.wait_for(lambda: next(
             (m for m in slack.messages(OPS_CHANNEL) if "MiB written" in json.dumps(m)
