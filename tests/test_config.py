@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import SettingsError, is_placeholder, load_settings
+from bot.config import SettingsError, load_settings
 from bot.services.doctor import check_settings, render
+from bot.settings_checks import is_placeholder
 
 GOOD = {"SLACK_BOT_TOKEN": "xoxb-1-2", "SLACK_SIGNING_SECRET": "s3cret",
         "NEON_API_KEY": "neon-key", "NEON_PROJECT_ID": "young-sun-123456",
@@ -284,7 +285,8 @@ def test_placeholder_export_values_are_named_as_such(export_env):
 
 def test_the_export_commands_need_only_the_project_and_the_export_settings(export_env,
                                                                           monkeypatch):
-    from bot.config import DESCRIPTIONS, load_export_settings
+    from bot.config import load_export_settings
+    from bot.settings_checks import DESCRIPTIONS
 
     for name in GOOD:
         if name != "NEON_PROJECT_ID":
