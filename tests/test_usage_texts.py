@@ -5,7 +5,10 @@ Slack decodes the entities the reader sees the same words as always, `<branch>` 
 
 from __future__ import annotations
 
+import ast
 import html
+import re
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +129,56 @@ def test_each_help_answer_reads_as_its_usage(message, title, shown):
     texts = mrkdwn_texts(message)  # the notification's text and the section's
     assert texts and all(html.unescape(text) == f"*{title}*\n{shown}" for text in texts)
     assert_markup_is_lifeguards(message)
+
+
+# --- no raw placeholder left in the code -----------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"<[a-z][a-z0-9 _-]*>|<=|>=")
+# Texts that are not mrkdwn where they are written: an export error's message is plain
+# text, escaped where it meets mrkdwn (bot/services/export_steps.py's StepFailed).
+_PLAIN_TEXTS = {("bot/domain/export_manifest.py", " is not '<sha256>  <file name>'")}
+
+
+def _raw_placeholders(path: Path) -> list[tuple[int, str]]:
+    """String constants in `path` with a placeholder or `<=` not passed through `escape`:
+    docstrings, regular expressions and format specs are not texts."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                skipped.add(id(first.value))
+        calls_escape = (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and node.func.id == "escape")
+        regex = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "re")
+        spec = isinstance(node, ast.FormattedValue) and node.format_spec is not None
+        if calls_escape or regex or spec:
+            inside = node.format_spec if spec else node
+            skipped.update(id(n) for n in ast.walk(inside) if isinstance(n, ast.Constant))
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in skipped and _PLACEHOLDER.search(node.value)
+            and "SELECT" not in node.value and "(?P<" not in node.value]
+
+
+def test_no_text_for_slack_writes_a_placeholder_raw():
+    """Texts Lifeguard writes into mrkdwn escape their literal `<branch>` where they are
+    written; the command line's texts (bot/__main__.py) are not mrkdwn and are not read."""
+    root = Path(__file__).resolve().parents[1]
+    found = [(str(path.relative_to(root)), line, text)
+             for folder in ("bot/domain", "bot/services", "handlers")
+             for path in sorted((root / folder).rglob("*.py"))
+             for line, text in _raw_placeholders(path)
+             if (str(path.relative_to(root)), text) not in _PLAIN_TEXTS]
+    assert found == []
+
+
+def test_the_raw_placeholder_finder_finds_one(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('USAGE = "`/backup delete <branch>`"\n'
+                      'SAFE = escape("`/backup delete <branch>`")\n'
+                      'ZONE = re.compile(r"(?P<sign>[+-])")\n'
+                      'ROW = f"{name:<12}"\n')
+    assert _raw_placeholders(sample) == [(1, "`/backup delete <branch>`")]
