@@ -86,9 +86,9 @@ def status_card(incident: Incident) -> Message:
                               f"{who(incident.closed_by or incident.opened_by)}; the summary "
                               "and the timeline are below."))
     else:
-        blocks.append(context("`/incident note <text>` · `/incident status "
-                              "investigating|identified|monitoring|resolved` · "
-                              "`/incident timeline` · `/incident close [summary]`"))
+        blocks.append(context(escape("`/incident note <text>` · `/incident status "
+                                     "investigating|identified|monitoring|resolved` · "
+                                     "`/incident timeline` · `/incident close [summary]`")))
     return {"text": f"Incident {escape(incident.title)}: {status}", "blocks": blocks}
 
 
@@ -195,9 +195,10 @@ def timeline_messages(incident: Incident, markdown: str) -> list[Message]:
 
 
 def archive_warning(incident: Incident) -> Message:
-    text = (":warning: This channel is archived now. Slack does not let a bot unarchive a "
-            "channel, so a later incident opens a new channel (`/incident open <title>`). "
-            "The summary and the timeline above stay readable here.")
+    text = escape(":warning: This channel is archived now. Slack does not let a bot unarchive "
+                  "a channel, so a later incident opens a new channel "
+                  "(`/incident open <title>`). The summary and the timeline above stay "
+                  "readable here.")
     return {"text": text, "blocks": [section(text)]}
 
 

@@ -33,6 +33,7 @@ from bot.domain.restores import (
     parse_restore_command,
 )
 from bot.domain.table_restores import RestoreTable
+from bot.domain.text import escape
 from bot.services.ports import MessageRef
 from bot.services.restores import RestoreService
 from handlers import blocks, home, ids
@@ -79,8 +80,9 @@ def handle_restore_command(ack: Ack, command: dict[str, Any], respond: Respond,
         ack(**cards.restore_help())
     elif isinstance(parsed, RestoreForm):
         if asked.trigger_id is None:
-            raise InvalidInput("Slack did not send what is needed to open the form; "
-                               "type `/restore <when>` instead (`/restore help` shows how).")
+            raise InvalidInput(escape("Slack did not send what is needed to open the form; "
+                                      "type `/restore <when>` instead (`/restore help` shows "
+                                      "how)."))
         ack()
         client.views_open(trigger_id=asked.trigger_id, view=cards.restore_form(datetime.now(UTC)))
     elif isinstance(parsed, RestoreAt | RestoreFrom | RestorePromote | RestoreTable

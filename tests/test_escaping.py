@@ -489,3 +489,115 @@ def test_a_health_check_value_is_shown_as_composed():
                   value=f"90 % of 100 MiB, largest branch `{escape(HOSTILE)}`",
                   threshold="warn over 80 %", advice="Delete old backups (`/backup list`).")
     assert_shows_as_text(health_blocks.health_alert(check, None))
+
+
+# --- Lifeguard's own placeholders ----------------------------------------------------------
+# A usage's `<branch>` means the characters themselves: written as entities, Slack shows it;
+# written raw, Slack reads markup and the placeholder vanishes or turns into a link.
+
+
+def refusal_of(check: Any, *args: Any) -> str:
+    with pytest.raises(LifeguardError) as refused:
+        check(*args)
+    return str(refused.value)
+
+
+def incident_refusal(state: Any) -> str:
+    from bot.domain.incidents import IncidentState, check_in_incident
+    from tests.test_incidents_domain import make_incident
+    incident = None if state is None else make_incident(state=IncidentState(state))
+    return refusal_of(check_in_incident, incident, "note")
+
+
+def restore_window_refusal() -> str:
+    from bot.domain.instants import check_restore_window
+    return refusal_of(lambda: check_restore_window(
+        T0 - timedelta(days=3), now=T0, window_seconds=86400, zone=UTC))
+
+
+def table_restore_refusal(text: str) -> str:
+    from bot.domain.table_restores import parse_table_restore
+    return refusal_of(parse_table_restore, text)
+
+
+def condition_refusal(condition: str) -> str:
+    from bot.services.table_source import check_one_expression
+    return refusal_of(check_one_expression, condition)
+
+
+def restorable_source_refusal() -> str:
+    from bot.domain.restores import check_restorable_source
+    return refusal_of(check_restorable_source, "main")
+
+
+@pytest.mark.parametrize(("said", "shown"), [
+    (lambda: restore_blocks.restore_help(), "`/restore cancel &lt;id&gt;`"),
+    (lambda: restore_blocks.restore_help(restorable_source_refusal()),
+     "use `/restore &lt;when&gt;`."),
+    (lambda: restore_blocks.restore_help(table_restore_refusal("accounts")),
+     "`from &lt;branch&gt;` or `at &lt;when&gt;` after the table name."),
+    (lambda: restore_blocks.restore_help(table_restore_refusal("accounts at never")),
+     "`&lt;when&gt;` is `2026-01-13T14:25:00Z`"),
+    (lambda: restore_blocks.restore_help(table_restore_refusal("accounts from main")),
+     "`at &lt;when&gt;` copies the table as it was"),
+    (lambda: restore_blocks.restore_help(table_restore_refusal(
+        "accounts from backup-20261121-142500 --rows id")), '`--rows "id &lt;= 5"`'),
+    (lambda: blocks.error_message(condition_refusal("id = 1; DROP TABLE x")),
+     "such as `id &lt;= 5`."),
+    (lambda: blocks.error_message(condition_refusal("id = ")), "such as `id &lt;= 5`."),
+    (lambda: restore_blocks.restore_help(restore_window_refusal()),
+     "`/restore from &lt;branch&gt;` (`/backup list` shows them)"),
+    (lambda: blocks.backup_help(), "`/backup verify &lt;branch&gt;`"),
+    (lambda: drill_blocks.drill_help(refusal_of(parse_drill_command, "bogus")),
+     "`/drill start`"),
+    (lambda: blocks.error_message(incident_refusal(None)),
+     "`/incident open &lt;title&gt;` opens one"),
+    (lambda: blocks.error_message(incident_refusal("closed")),
+     "a new channel: `/incident open &lt;title&gt;`."),
+], ids=["restore-help", "restore-from-main", "table-without-source", "table-bad-when",
+        "table-from-main", "table-rows-unquoted", "condition-two-statements",
+        "condition-unparsed", "outside-the-window", "backup-help", "drill-bogus",
+        "incident-elsewhere", "incident-closed"])
+def test_lifeguards_placeholders_reach_slack_as_entities(said, shown):
+    message = said()
+    assert_markup_is_lifeguards(message)  # a raw `<branch>` would be found as markup
+    assert shown in all_mrkdwn(message)
+
+
+def test_the_incident_cards_hints_write_their_placeholders_as_entities():
+    from bot.domain.incidents import IncidentState
+    from handlers.incident_blocks import archive_warning, status_card
+    from tests.test_incidents_domain import make_incident
+    card = status_card(make_incident())
+    assert_markup_is_lifeguards(card)
+    assert "`/incident note &lt;text&gt;`" in all_mrkdwn(card)
+    archived = archive_warning(make_incident(state=IncidentState.CLOSED))
+    assert_markup_is_lifeguards(archived)
+    assert "(`/incident open &lt;title&gt;`)" in all_mrkdwn(archived)
+
+
+@pytest.mark.parametrize("level", [Level.WARN, Level.FAIL])
+def test_the_health_advice_writes_its_placeholders_as_entities(level):
+    from bot.domain.health import Thresholds, check_branch_count, check_requests
+    branches = check_branch_count(10 if level == Level.FAIL else 9, 10, Thresholds())
+    requests = check_requests(1 if level == Level.FAIL else 0, 1, Thresholds())
+    assert (branches.level, requests.level) == (level, level)
+    for check, shown in ((branches, "`/backup delete &lt;branch&gt;`"),
+                         (requests, "`/restore log &lt;id&gt;`" if level == Level.FAIL
+                          else "`/restore status`")):
+        message = health_blocks.health_alert(check, Level.OK)
+        assert_markup_is_lifeguards(message)
+        assert shown in all_mrkdwn(message)
+
+
+def test_a_failed_jobs_alert_names_run_job_with_its_placeholder_as_an_entity():
+    poster = Poster()
+
+    def job() -> Any:
+        raise RuntimeError("the store is down")
+
+    Alerts(poster, Audit()).run_job("prune", job)
+    [alert] = poster.alerts
+    message = health_blocks.alert_message(alert)
+    assert_markup_is_lifeguards(message)
+    assert "`python -m bot run-job &lt;name&gt;`" in all_mrkdwn(message)

@@ -125,7 +125,7 @@ def test_restore_alone_opens_the_form(restores):
 
 
 def test_restore_alone_without_a_trigger_says_what_to_type_instead(restores):
-    with pytest.raises(InvalidInput, match="/restore <when>"):
+    with pytest.raises(InvalidInput, match="/restore &lt;when&gt;"):
         run_command("", restores, trigger_id="")
 
 

@@ -31,7 +31,9 @@ from bot.services.alerts import (
 from bot.services.backups import BackupService
 from bot.services.health import HealthReport, HealthService
 from bot.services.scheduled_backups import ScheduledBackups
+from handlers.health_blocks import alert_message
 from storage import SqlStore
+from tests.support.mrkdwn import assert_markup_is_lifeguards, mrkdwn_texts
 
 
 def now() -> datetime:
@@ -538,3 +540,7 @@ def test_the_scheduled_prune_runs_without_asking_and_alerts_on_failures(
     [alert] = slack.alerts
     assert alert.title.startswith("Pruning old backups: 1 of 1 deletions failed")
     assert doomed.branch_name in alert.tried
+    message = alert_message(alert)  # what Slack shows: the placeholder as text
+    assert_markup_is_lifeguards(message)
+    assert "`/backup delete &lt;branch&gt;` deletes one by hand" in "\n".join(
+        mrkdwn_texts(message))

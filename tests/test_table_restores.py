@@ -60,7 +60,7 @@ def test_conditions_in_backticks_or_quotes_and_curly_quotes_from_slack():
 
 @pytest.mark.parametrize("text, words", [
     ("", "table name first"),
-    ("accounts", "from <branch>"),
+    ("accounts", "from &lt;branch&gt;"),
     ("accounts from main", "neither a backup"),
     (f"accounts from {BACKUP} --merge --replace", "not both"),
     (f"accounts from {BACKUP} --force", "not an option"),

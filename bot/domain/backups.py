@@ -79,16 +79,17 @@ def backup_expiry(created_at: datetime, retention: timedelta) -> datetime:
 # --- the /backup command -------------------------------------------------------------
 
 BACKUP_USAGE = (
-    "`/backup now [reason]` take a backup branch of the default branch now\n"
-    "`/backup list` backups with age, size, expiry and reason\n"
-    "`/backup delete <branch>` delete a backup branch Lifeguard took (asks to confirm)\n"
-    "`/backup verify <branch>` connect to a backup, count its tables' rows and compare them "
-    "with production\n"
-    "`/backup health` the health report: restore window, branches, backups, drills, storage\n"
-    "`/backup prune` what the retention policy would delete (asks to confirm)\n"
-    "`/backup schedule` when scheduled backups, pruning and reports run\n"
-    f"{EXPORT_USAGE}\n"
-    "`/backup help` this help"
+    escape("`/backup now [reason]` take a backup branch of the default branch now\n"
+           "`/backup list` backups with age, size, expiry and reason\n"
+           "`/backup delete <branch>` delete a backup branch Lifeguard took (asks to confirm)\n"
+           "`/backup verify <branch>` connect to a backup, count its tables' rows and compare "
+           "them with production\n"
+           "`/backup health` the health report: restore window, branches, backups, drills, "
+           "storage\n"
+           "`/backup prune` what the retention policy would delete (asks to confirm)\n"
+           "`/backup schedule` when scheduled backups, pruning and reports run\n")
+    + f"{EXPORT_USAGE}\n"
+    + escape("`/backup help` this help")
 )
 
 

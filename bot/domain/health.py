@@ -23,6 +23,8 @@ from datetime import datetime
 from enum import StrEnum
 from fractions import Fraction
 
+from bot.domain.text import escape
+
 
 class Level(StrEnum):
     OK = "ok"
@@ -205,9 +207,9 @@ def check_branch_count(count: int | None, limit: int | None, t: Thresholds) -> C
                       threshold, {})
     level = _over(Fraction(count * 100, limit), t.branches_warn_pct, t.branches_fail_pct)
     value = f"{count} of {limit} branches ({format_percent(count, limit)})"
-    advice = ("Backups are branches and count against the plan's limit. Delete old backups "
-              "(`/backup list`, `/backup delete <branch>`) or keep fewer with the retention "
-              "policy.")
+    advice = escape("Backups are branches and count against the plan's limit. Delete old "
+                    "backups (`/backup list`, `/backup delete <branch>`) or keep fewer with "
+                    "the retention policy.")
     return _check(BRANCH_COUNT, title, level, value, threshold, {
         Level.WARN: "The project is getting near its branch limit. " + advice,
         Level.FAIL: "The project is at its branch limit: new backups and restores fail "
@@ -297,7 +299,8 @@ def check_requests(failed_recently: int, stuck: int, t: Thresholds) -> Check:
     value = ", ".join(parts) or "none failed or stuck"
     stuck_advice = ("Requests that do not move usually mean the reconciler is stopped: check "
                     "`/restore status` and `python -m bot doctor`.")
-    failed_advice = "See `/restore log <id>` for what failed, then retry or ask for help."
+    failed_advice = escape("See `/restore log <id>` for what failed, then retry or ask for "
+                           "help.")
     return _check(REQUESTS, "Requests", level, value, threshold, {
         Level.WARN: stuck_advice,
         Level.FAIL: failed_advice + (" " + stuck_advice if stuck else "")})

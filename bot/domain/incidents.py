@@ -236,7 +236,7 @@ def topic_text(incident: Incident) -> str:
 
 # --- the command ---------------------------------------------------------------------------
 
-INCIDENT_USAGE = (
+INCIDENT_USAGE = escape(
     "`/incident open <title>` opens a channel `inc-YYYYMMDD-<title>` for a data incident, "
     "invites the responders, pins a status card and bookmarks the runbook and the Neon "
     "project\n"
@@ -334,11 +334,12 @@ def parse_incident_command(text: str) -> IncidentCommand:
 def check_in_incident(incident: Incident | None, command: str) -> Incident:
     """The incident of the channel a command was typed in; NotAllowed elsewhere."""
     if incident is None:
-        raise NotAllowed(f"`/incident {command}` works only in an incident's own channel "
-                         "(`inc-…`), and this is not one. `/incident open <title>` opens one; "
-                         "the App Home lists the open incidents with links.")
+        raise NotAllowed(f"`/incident {command}` "
+                         + escape("works only in an incident's own channel (`inc-…`), and "
+                                  "this is not one. `/incident open <title>` opens one; the "
+                                  "App Home lists the open incidents with links."))
     if incident.state == IncidentState.CLOSED or incident.closing_at is not None:
         raise NotAllowed(f"Incident `{escape(incident.channel_name or incident.id)}` is "
-                         "closed or closing; nothing more is added to it. A new incident "
-                         "gets a new channel: `/incident open <title>`.")
+                         + escape("closed or closing; nothing more is added to it. A new "
+                                  "incident gets a new channel: `/incident open <title>`."))
     return incident

@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from bot.domain.errors import InvalidInput
+from bot.domain.text import escape
 
 # What `datetime` can represent: no restore window reaches beyond these.
 FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
 LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 _NO_HISTORY = "Neon no longer keeps the history that far back"
-_OLDER_DATA = ("For older data, restore from a backup branch with `/restore from <branch>` "
-               "(`/backup list` shows them).")
+_OLDER_DATA = escape("For older data, restore from a backup branch with "
+                     "`/restore from <branch>` (`/backup list` shows them).")
 _UTC_KEYS = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "UCT",
                        "Universal", "Zulu"})
 

@@ -13,6 +13,7 @@ from bot.domain.backups import is_backup_name, validate_reason
 from bot.domain.echo import echo
 from bot.domain.errors import InvalidInput, NotAllowed
 from bot.domain.table_restores import TABLE_USAGE, RestoreTable, parse_table_restore
+from bot.domain.text import escape
 from bot.domain.when import WHEN_FORMATS, split_when
 
 RESTORE_PREFIX = "restore-"
@@ -29,21 +30,25 @@ PRESERVE_NAME = re.compile(r"\Apre-restore-[0-9]{8}-[0-9]{6}(?:-[A-Za-z0-9]+)*\Z
 RESTORE_NAME = re.compile(r"\Arestore-[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 RESTORE_USAGE = (
-    "`/restore <when> [reason]` a point-in-time restore branch of the default branch at "
-    "that moment, such as `/restore 14:25 bad deploy` or `/restore 30 minutes ago`\n"
-    "`/restore from <branch> [reason]` a restore branch from a backup branch "
-    "(`/backup list` shows them)\n"
-    f"{TABLE_USAGE}\n"
-    "`/restore promote <branch> [reason]` make a verified restore branch the live one, "
-    "keeping the old state as a pre-restore-… branch\n"
-    "`/restore export <id> [reason]` a restore branch holding exactly what that export off "
-    "Neon holds (`/backup exports` lists their ids; needs EXPORT_IDENTITY)\n"
-    "`/restore status [id]` where a request is (without an id: the open ones)\n"
-    "`/restore cancel <id>` withdraw a request you made that is still waiting for approval\n"
-    "`/restore log [id]` the audit trail of a request (without an id: the latest requests)\n"
-    "`/restore help` this help\n"
-    "`/restore` alone opens a form.\n"
-    f"`<when>` is {WHEN_FORMATS}."
+    escape("`/restore <when> [reason]` a point-in-time restore branch of the default branch "
+           "at that moment, such as `/restore 14:25 bad deploy` or `/restore 30 minutes ago`\n"
+           "`/restore from <branch> [reason]` a restore branch from a backup branch "
+           "(`/backup list` shows them)\n")
+    + f"{TABLE_USAGE}\n"
+    + escape("`/restore promote <branch> [reason]` make a verified restore branch the live "
+             "one, keeping the old state as a pre-restore-… branch\n"
+             "`/restore export <id> [reason]` a restore branch holding exactly what that "
+             "export off Neon holds (`/backup exports` lists their ids; needs "
+             "EXPORT_IDENTITY)\n"
+             "`/restore status [id]` where a request is (without an id: the open ones)\n"
+             "`/restore cancel <id>` withdraw a request you made that is still waiting for "
+             "approval\n"
+             "`/restore log [id]` the audit trail of a request (without an id: the latest "
+             "requests)\n"
+             "`/restore help` this help\n"
+             "`/restore` alone opens a form.\n"
+             "`<when>` is ")
+    + f"{WHEN_FORMATS}."
 )
 
 
@@ -141,9 +146,11 @@ def check_restorable_source(branch_name: str) -> None:
     """`/restore from` takes only backup branches Lifeguard took (backup-YYYYMMDD-HHMMSS)."""
     if not is_backup_name(branch_name):
         raise NotAllowed(
-            f"`{echo(branch_name)}` is not a backup Lifeguard took, so `/restore from` will "
-            "not use it: it restores from backup branches named backup-YYYYMMDD-HHMMSS "
-            "(`/backup list` shows them). For a point in time, use `/restore <when>`.")
+            f"`{echo(branch_name)}` "
+            + escape("is not a backup Lifeguard took, so `/restore from` will not use it: it "
+                     "restores from backup branches named backup-YYYYMMDD-HHMMSS "
+                     "(`/backup list` shows them). For a point in time, use "
+                     "`/restore <when>`."))
 
 
 def check_promotable(branch_name: str) -> None:

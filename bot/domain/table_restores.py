@@ -24,6 +24,7 @@ from typing import Any
 from bot.domain.backups import is_backup_name, validate_reason
 from bot.domain.echo import echo
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.text import escape
 from bot.domain.when import WHEN_FORMATS, split_when
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -34,7 +35,7 @@ _RESTORE_BRANCH = re.compile(r"\Arestore-[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _PLAIN_IDENTIFIER = re.compile(r"\A[a-z_][a-z0-9_$]*\Z")
 _UNQUOTED = re.compile(r"[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*")
 
-TABLE_USAGE = (
+TABLE_USAGE = escape(
     "`/restore table <table> from <branch>|at <when> [--merge|--replace] [--rows <condition>] "
     "[reason]` one table back into the live branch: by default into a new table "
     "`<table>_restored_YYYYMMDD_HHMMSS` beside the live one; `--merge` adds only the rows "
@@ -140,9 +141,11 @@ def check_table_source(branch_name: str) -> None:
     """A table comes back only from a backup or a restore branch Lifeguard made."""
     if not (is_backup_name(branch_name) or _RESTORE_BRANCH.match(branch_name)):
         raise NotAllowed(
-            f"`{echo(branch_name)}` is neither a backup (backup-YYYYMMDD-HHMMSS) nor a restore "
-            "branch (restore-…), so `/restore table` will not copy from it. `/backup list` "
-            "shows the backups; `at <when>` copies the table as it was at a moment.")
+            f"`{echo(branch_name)}` "
+            + escape("is neither a backup (backup-YYYYMMDD-HHMMSS) nor a restore branch "
+                     "(restore-…), so `/restore table` will not copy from it. `/backup list` "
+                     "shows the backups; `at <when>` copies the table as it was at a "
+                     "moment."))
 
 
 # --- reading the command -------------------------------------------------------------
@@ -153,8 +156,8 @@ def parse_table_restore(text: str) -> RestoreTable:
     table, rest = _table_name(text.strip())
     words = rest.split(maxsplit=1)
     if not words or words[0].lower() not in ("from", "at"):
-        raise InvalidInput(f"Say where the table comes from: `from <branch>` or "
-                           f"`at <when>` after the table name.\n{TABLE_USAGE}")
+        raise InvalidInput(escape("Say where the table comes from: `from <branch>` or "
+                                  "`at <when>` after the table name.\n") + TABLE_USAGE)
     branch_name = when_text = None
     rest = words[1] if len(words) > 1 else ""
     if words[0].lower() == "from":
@@ -168,7 +171,7 @@ def parse_table_restore(text: str) -> RestoreTable:
         try:
             when_text, rest = split_when(rest)
         except InvalidInput as error:
-            raise InvalidInput(f"{error}\n`<when>` is {WHEN_FORMATS}.") from error
+            raise InvalidInput(f"{error}\n{escape('`<when>`')} is {WHEN_FORMATS}.") from error
     mode, condition, reason = _options(rest)
     return RestoreTable(table=table, branch_name=branch_name, when_text=when_text, mode=mode,
                         condition=condition, reason=validate_reason(reason))
@@ -255,8 +258,9 @@ def _condition(text: str) -> tuple[str, str]:
     """The condition after `--rows`, in double quotes (`""` inside is one `"`) or
     backticks, and the rest."""
     if not text or text[0] not in _CLOSING:
-        raise InvalidInput("`--rows` needs an SQL condition in double quotes or backticks, "
-                           "such as `--rows \"id <= 5\"` or ``--rows `status = 'lost'` ``.")
+        raise InvalidInput(escape("`--rows` needs an SQL condition in double quotes or "
+                                  "backticks, such as `--rows \"id <= 5\"` or "
+                                  "``--rows `status = 'lost'` ``."))
     opener, closer = text[0], _CLOSING[text[0]]
     out, i = [], 1
     while i < len(text):

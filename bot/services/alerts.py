@@ -148,9 +148,9 @@ class Alerts:
             return JobResult(job, False, f"failed: {cause}")
 
 
-GENERIC_NEXT = ("`python -m bot doctor` says whether Slack, Neon and the store answer; the "
-                "job runs again at its next scheduled time, or now with "
-                "`python -m bot run-job <name>`.")
+GENERIC_NEXT = escape("`python -m bot doctor` says whether Slack, Neon and the store answer; "
+                      "the job runs again at its next scheduled time, or now with "
+                      "`python -m bot run-job <name>`.")
 JOB_ADVICE: dict[str, tuple[str, str]] = {
     "backup": ("Taking the scheduled daily backup of the default branch.",
                "Take one by hand with `/backup now`. " + GENERIC_NEXT),

@@ -37,6 +37,7 @@ from bot.domain.audit import AuditEntry, AuditEvent
 from bot.domain.backups import Backup, BackupStatus, is_backup_name
 from bot.domain.errors import Conflict, ExternalServiceError, LifeguardError
 from bot.domain.retention import PruneCandidate, PrunePlan, RetentionPolicy, plan_prune
+from bot.domain.text import escape
 from bot.neon.errors import NeonError
 from bot.neon.models import Branch
 from bot.services.alerts import SCHEDULER, Alert, Alerts, JobResult
@@ -215,8 +216,8 @@ class ScheduledBackups:
                 tried=(f"Deleting the backups the retention policy ({view.policy.describe()}) "
                        "no longer keeps: "
                        + "; ".join(f"`{n}`: {w}" for n, w in failed)),
-                next_step=("Those backups are still there and are tried again at the next "
-                           "prune. `/backup prune` shows the plan; `/backup delete <branch>` "
-                           "deletes one by hand."),
+                next_step=escape("Those backups are still there and are tried again at the "
+                                 "next prune. `/backup prune` shows the plan; "
+                                 "`/backup delete <branch>` deletes one by hand."),
                 error=failed[0][1], subject=PRUNE_SUBJECT, kind="prune.failed"))
         return outcome

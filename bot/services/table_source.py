@@ -174,8 +174,8 @@ def check_one_expression(condition: str) -> None:
     except pglast.parser.ParseError as error:
         said = str(error.args[0]) if error.args else str(error)  # not our wrapper's index
         raise InvalidInput(f"The `--rows` condition does not parse: {escape(said)}. "
-                           "Give one SQL condition on the table's columns, such as "
-                           "`id <= 5`.") from None
+                           + escape("Give one SQL condition on the table's columns, such as "
+                                    "`id <= 5`.")) from None
     statement = statements[0].stmt if len(statements) == 1 else None
     clauses = ("withClause", "intoClause", "groupClause", "havingClause", "windowClause",
                "sortClause", "limitCount", "limitOffset", "lockingClause", "valuesLists",
@@ -184,10 +184,10 @@ def check_one_expression(condition: str) -> None:
             or len(statement.fromClause or ()) != 1 or len(statement.targetList or ()) != 1
             or statement.whereClause is None
             or any(getattr(statement, clause, None) for clause in clauses)):
-        raise InvalidInput("The `--rows` condition is not one SQL condition: it would end the "
-                           "statement it goes into, or add a clause or another statement to "
-                           "it. Give one condition on the table's columns, such as "
-                           "`id <= 5`.")
+        raise InvalidInput(escape("The `--rows` condition is not one SQL condition: it would "
+                                  "end the statement it goes into, or add a clause or another "
+                                  "statement to it. Give one condition on the table's "
+                                  "columns, such as `id <= 5`."))
 
 
 def count_rows(conn: psycopg.Connection[Any], table: TableDefinition, condition: str | None,

@@ -46,7 +46,7 @@ def create_main_data(neon: FakeNeon) -> None:
 def test_help_and_empty_text_show_usage_only_to_the_requester(driver, neon):
     for text in ("", "help"):
         shown = ack_text(driver.command("/backup", text, user_id=ALICE))
-        assert "/backup now [reason]" in shown and "/backup delete <branch>" in shown
+        assert "/backup now [reason]" in shown and "/backup delete &lt;branch&gt;" in shown
     assert neon.mutations() == []
 
 

@@ -6,6 +6,7 @@ never as markup Slack would act on; Lifeguard's own mentions and links still wor
 
 from __future__ import annotations
 
+import html
 import time
 from datetime import UTC
 from typing import Any
@@ -148,3 +149,38 @@ def test_a_backup_reason_shows_as_text_on_its_card_and_in_the_list(driver, neon,
     driver.command("/backup", "list", user_id=ALICE, response_url=url)
     assert_shows_as_text(wait_for_response(slack, url, "backups"))
     assert_nothing_sent_is_outside_markup(slack)
+
+
+# Each command's help, and each answer that repeats a usage after a mistake, as the bot
+# sends them: their placeholders (`<branch>`, `<when>`, `<id>`, `<title>`) and the example
+# `id <= 5` mean themselves, so they reach Slack as entities, which Slack shows as written.
+USAGE_ANSWERS = [
+    ("/backup", "help", "`/backup delete &lt;branch&gt;`"),
+    ("/backup", "", "`/backup verify &lt;branch&gt;`"),
+    ("/restore", "help", "`/restore cancel &lt;id&gt;`"),
+    ("/restore", "help", "`&lt;when&gt;` is `2026-01-13T14:25:00Z`"),
+    ("/restore", "sometime soonish please", "`/restore from &lt;branch&gt; [reason]`"),
+    ("/restore", "table accounts", "`/restore table &lt;table&gt; from &lt;branch&gt;|at "
+                                   "&lt;when&gt;"),
+    ("/restore", "table accounts", '`--rows "id &lt;= 5"`'),
+    ("/restore", "table accounts from main", "`at &lt;when&gt;` copies the table"),
+    ("/incident", "help", "`/incident open &lt;title&gt;`"),
+    ("/incident", "note it", "`/incident open &lt;title&gt;` opens one"),
+    ("/drill", "help", "`/drill start`"),
+    ("/drill", "bogus", "`/drill history`"),
+]
+
+
+def test_every_commands_help_and_usage_shows_its_placeholders_as_text(driver, neon, slack):
+    for command, text, shown in USAGE_ANSWERS:
+        ack = driver.command(command, text, user_id=ALICE, channel_id=OPS_CHANNEL,
+                             response_url=slack.new_response_url())
+        assert ack.status_code == 200, (command, text, ack.text)
+        answer = ack.json()
+        assert answer.get("response_type") == "ephemeral", (command, text, answer)
+        assert_markup_is_lifeguards(answer)  # a raw `<branch>` is found as markup here
+        texts = "\n".join(mrkdwn_texts(answer))
+        assert shown in texts, (command, text, texts)
+        assert html.unescape(shown) in html.unescape(texts)  # what the reader sees
+    assert_nothing_sent_is_outside_markup(slack)
+    assert neon.mutations() == []

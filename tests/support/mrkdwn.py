@@ -18,11 +18,10 @@ HOSTILE_SHOWN = ("&lt;!channel&gt; &lt;@U0BOB00002&gt; &lt;https://evil.example|
 
 # The markup Lifeguard writes on purpose: mentions of the tests' people (U0 and capital
 # letters, never the injected U0BOB00002), user-group mentions, date tokens, channel links
-# and the permalink to a card; and the placeholders of its usage texts (`<branch>`), which
-# it writes as they are.
+# and the permalink to a card. The placeholders of its usage texts (`<branch>`) are not
+# markup: Lifeguard writes them escaped (`&lt;branch&gt;`), so a raw one is found here.
 LIFEGUARD_MARKUP = re.compile(
-    r"branch|when|id|name|table|condition"
-    r"|@U0[A-Z]+"
+    r"@U0[A-Z]+"
     r"|!subteam\^S[0-9A-Z]+"
     r"|!date\^[0-9]+\^[^|<>]*\|[^|<>]*"
     r"|#[CG][0-9A-Z]+"
