@@ -130,26 +130,6 @@ def backup_list(listing: Listing, now: datetime) -> Message:
     return ephemeral(f"{len(listing.items)} backups", blocks[:50])
 
 
-def home_view(backups: list[Backup], open_requests: list[str],
-              restore_usage: str) -> dict[str, Any]:
-    """`open_requests`: one line each, rendered by the restore blocks."""
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": "Lifeguard"}},
-        section("Backups and restores of your Neon database, with a second pair of eyes."),
-        section(f"*Commands*\n{BACKUP_USAGE}\n{restore_usage}"),
-        {"type": "divider"},
-        section("*Open restore requests*"),
-        *([context(line) for line in open_requests[:10]] or [context("None.")]),
-        section("*Recent backups*"),
-    ]
-    if not backups:
-        blocks.append(context("None yet."))
-    for backup in backups[:10]:
-        blocks.append(context(f"`{escape(backup.branch_name)}` · {backup.status.value} · "
-                              f"{when(backup.created_at)} · <@{backup.requested_by}>"))
-    return {"type": "home", "blocks": blocks}
-
-
 def home_notice(text: str) -> dict[str, Any]:
     """The Home tab when it cannot be shown: what went wrong instead."""
     return {"type": "home", "blocks": [

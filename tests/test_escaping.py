@@ -43,7 +43,7 @@ from bot.services.drills import DrillOverview
 from bot.services.neon_errors import explain_neon_error
 from bot.services.scheduled_backups import PruneView
 from bot.services.verification import verify_branch
-from handlers import blocks, drill_blocks, health_blocks, restore_blocks
+from handlers import blocks, drill_blocks, health_blocks, home_blocks, restore_blocks
 from handlers.answers import failure_text
 from tests.support.handler_fakes import (
     ALICE,
@@ -215,8 +215,10 @@ def test_the_checking_answer_repeats_the_typed_command_as_text():
 def test_open_requests_and_the_home_tab_show_branch_names_as_text():
     request = hostile_request(RequestState.PENDING, RequestAction.PROMOTE)
     assert_shows_as_text(restore_blocks.status_list([request]))
-    backup = replace(make_backup(), reason=HOSTILE)
-    home = blocks.home_view([backup], [restore_blocks.request_line(request)], "usage")
+    backup = replace(make_backup(), reason=HOSTILE, branch_name=f"backup-{HOSTILE}")
+    waiting = hostile_request(RequestState.PENDING, RequestAction.RESTORE_FROM_BRANCH)
+    home = home_blocks.home_view(home_blocks.HomeFacts(
+        user_id=ALICE, waiting=[waiting], mine=[request], backups=[backup]))
     assert_shows_as_text(home)
 
 

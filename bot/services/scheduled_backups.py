@@ -215,7 +215,7 @@ class ScheduledBackups:
                       "deletions failed",
                 tried=(f"Deleting the backups the retention policy ({view.policy.describe()}) "
                        "no longer keeps: "
-                       + "; ".join(f"`{n}`: {w}" for n, w in failed)),
+                       + "; ".join(f"`{escape(n)}`: {w}" for n, w in failed)),
                 next_step=escape("Those backups are still there and are tried again at the "
                                  "next prune. `/backup prune` shows the plan; "
                                  "`/backup delete <branch>` deletes one by hand."),
