@@ -41,6 +41,7 @@ from bot.domain.incidents import (
     topic_text,
 )
 from bot.domain.requests import ChangeRequest
+from bot.services.incident_lines import LineRoom
 from bot.services.ports import MessageRef, Records
 from bot.services.work import Change, Kind, Wait
 
@@ -57,7 +58,7 @@ class SlackBusy(Exception):
     """Slack kept rate limiting (or was unreachable) after the client's own retries."""
 
 
-class IncidentRoom(Protocol):
+class IncidentRoom(LineRoom, Protocol):
     """Slack, as an incident needs it. Slack refusing something raises an
     ExternalServiceError whose text names Slack's error; rate limits raise SlackBusy."""
 
@@ -93,10 +94,6 @@ class IncidentRoom(Protocol):
 
     def announce(self, incident: Incident) -> str:
         """Post (once) or update the announcement in ALERTS_CHANNEL; returns its ts."""
-        ...
-
-    def post_entry(self, incident: Incident, entry: TimelineEntry) -> str:
-        """One timeline line in the incident's channel; returns its ts."""
         ...
 
     def post_summary(self, incident: Incident, summary: IncidentSummary) -> None: ...

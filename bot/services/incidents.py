@@ -49,6 +49,7 @@ from bot.domain.incidents import (
 )
 from bot.domain.requests import ACTION_TITLES, ChangeRequest
 from bot.domain.text import escape
+from bot.services.incident_lines import TimelineEntries, TimelinePoster
 from bot.services.incident_steps import IncidentRoom, IncidentSteps, IncidentStore, Settings
 from bot.services.ports import MessageRef
 from bot.services.work import Engine
@@ -64,14 +65,6 @@ class IncidentRecords(Protocol):
     def live_for_request(self, request_id: str) -> Incident | None: ...
 
     def live(self) -> list[Incident]: ...
-
-
-class TimelineEntries(Protocol):
-    def add(self, entry: TimelineEntry) -> bool: ...
-
-    def of(self, incident_id: str) -> list[TimelineEntry]: ...
-
-    def mark_posted(self, incident_id: str, key: str, ts: str) -> None: ...
 
 
 class IncidentServiceStore(IncidentStore, Protocol):
@@ -91,6 +84,8 @@ class IncidentService:
         self.steps = IncidentSteps(store, store.incident_entries, room, settings,
                                    on_opened=self.echo_linked, now=now)
         self.work = Engine(self.steps.kind(), store.incidents, worker_id=worker_id, now=now)
+        self.lines = TimelinePoster(store.incident_entries, room,
+                                    worker_id=self.work.worker_id, now=now)
 
     @property
     def _records(self) -> IncidentRecords:
@@ -269,25 +264,27 @@ class IncidentService:
                 post: bool = True) -> TimelineEntry:
         entry = TimelineEntry(incident.id, milestone.key, milestone.at or self.now(),
                               milestone.actor, milestone.text)
-        if self.store.incident_entries.add(entry) and post:
+        if self.lines.add(entry) and post:
             self._post(incident, entry)
         return entry
 
     def _post(self, incident: Incident, entry: TimelineEntry) -> None:
-        if not incident.channel_id or incident.state == IncidentState.CLOSED:
-            return
-        try:
-            ts = self.room.post_entry(incident, entry)
-        except Exception:
-            log.exception("could not post a timeline line of incident %s", incident.id)
-            return
-        self.store.incident_entries.mark_posted(incident.id, entry.key, ts)
+        self.lines.post(incident, entry)
 
     def post_pending(self, incident: Incident) -> None:
         """Post the lines recorded while the channel was not there yet, or not posted."""
-        for entry in self.store.incident_entries.of(incident.id):
-            if entry.posted_ts is None:
-                self._post(incident, entry)
+        self.lines.post_pending(incident)
+
+    def post_waiting(self) -> None:
+        """The reconciler's round: the lines of open incidents that nobody posted (their
+        poster died, or Slack refused them for a while) are posted now."""
+        for incident in self._records.live():
+            if incident.state == IncidentState.OPEN and incident.channel_id:
+                try:
+                    self.lines.post_pending(incident, overdue_only=True)
+                except Exception:
+                    log.exception("could not post the waiting lines of incident %s",
+                                  incident.id)
 
     def echo_linked(self, incident: Incident) -> None:
         """Once the channel is open: what happened so far, and the linked work's
