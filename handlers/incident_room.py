@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
 
 from bot.domain.errors import ExternalServiceError
 from bot.domain.incident_summary import IncidentSummary
@@ -23,6 +24,7 @@ from bot.domain.text import escape
 from bot.services.incident_steps import ChannelNameTaken, SlackBusy
 from bot.services.ports import MessageRef
 from handlers import incident_blocks as blocks
+from handlers.answers import RESPONSE_URL_TIMEOUT_SECONDS
 from handlers.cards import show_card
 
 log = logging.getLogger("lifeguard.handlers.incidents")
@@ -228,6 +230,19 @@ class SlackIncidentRoom:
         self._call("archiving the channel",
                    lambda: self.client.conversations_archive(channel=incident.channel_id),
                    fine=("already_archived",))
+
+    def tell_opener(self, incident: Incident) -> None:
+        if not incident.response_url:
+            return
+        try:
+            sent = WebhookClient(incident.response_url, timeout=RESPONSE_URL_TIMEOUT_SECONDS
+                                 ).send_dict({**blocks.opened(incident),
+                                              "replace_original": False})
+            if sent.status_code != 200:
+                log.warning("the opener of incident %s could not be told (%s)", incident.id,
+                            sent.status_code)
+        except Exception:
+            log.exception("could not tell the opener of incident %s", incident.id)
 
     def names(self, user_ids: set[str]) -> dict[str, str]:
         for user_id in user_ids - set(self._names):

@@ -109,6 +109,11 @@ class IncidentRoom(LineRoom, Protocol):
         """Display names by user id, as far as Slack says."""
         ...
 
+    def tell_opener(self, incident: Incident) -> None:
+        """Tell whoever opened it (privately, through the response_url it was opened
+        with) that the opening ended: open, or stalled and why. Never raises."""
+        ...
+
 
 class IncidentStore(Protocol):
     incidents: Records[Incident]
@@ -327,7 +332,13 @@ class IncidentSteps:
                       "incident.stalled", {"step": step.value})
 
     def show(self, incident: Incident) -> MessageRef | None:
-        """Keep the status card up to date once it exists (never after archiving)."""
+        """Keep the status card up to date once it exists (never after archiving), and
+        tell the opener when the opening ended, whichever worker ended it: after a crash
+        the worker that answered "Opening…" is gone."""
+        opening_ended = incident.state == IncidentState.OPEN or (
+            incident.state == IncidentState.STALLED and incident.closing_at is None)
+        if opening_ended:
+            self.room.tell_opener(incident)
         if incident.card_ts and incident.state != IncidentState.CLOSED:
             self.room.show_card(incident)
         return None

@@ -106,13 +106,13 @@ class IncidentService:
                                "for.")
             existing = self._records.live_for_request(request_id)
             if existing is not None:
-                return self._again(existing, user_id)
+                return self._again(existing, user_id, response_url)
         title = check_title(title or f"{ACTION_TITLES[request.plan.action]} {request.id}"
                             if request else title or "")
         for stalled in self.store.incidents.list((IncidentState.STALLED,), limit=50):
             if stalled.title == title and stalled.opened_by == user_id \
                     and stalled.request_id is None and stalled.closing_at is None:
-                return self._again(stalled, user_id)
+                return self._again(stalled, user_id, response_url)
         now = self.now()
         incident = Incident(
             id=secrets.token_hex(4), title=title, state=IncidentState.OPENING,
@@ -130,18 +130,21 @@ class IncidentService:
             if existing is None:
                 raise Conflict("Two incidents got the same id; please open it again.") \
                     from None
-            return self._again(existing, user_id)
+            return self._again(existing, user_id, response_url)
         self._record(recorded, Milestone(f"incident:{recorded.id}:opened", user_id,
                                          f"opened the incident: {_quoted(title)}",
                                          recorded.created_at))
         return recorded
 
-    def _again(self, incident: Incident, user_id: str) -> Incident:
-        """Opening an incident that exists: a stalled one goes on where it stopped; the
-        person asking is invited when the channel is there."""
+    def _again(self, incident: Incident, user_id: str, response_url: str | None) -> Incident:
+        """Opening an incident that exists: a stalled one goes on where it stopped (and
+        its end is told to the person asking now); the person asking is invited when the
+        channel is there."""
         if incident.state == IncidentState.STALLED and incident.closing_at is None:
             resumed = self.store.incidents.save(
-                replace(incident, state=IncidentState.OPENING, error=None), incident.version,
+                replace(incident, state=IncidentState.OPENING, error=None,
+                        response_url=response_url or incident.response_url),
+                incident.version,
                 AuditEvent(user_id, "incident.resumed", incident.id,
                            {"step": incident.step.value if incident.step else None}))
             incident = resumed or self.get(incident.id)
