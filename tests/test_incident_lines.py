@@ -286,3 +286,38 @@ def test_the_slack_room_finds_a_line_it_posted_and_deletes_a_copy() -> None:
         assert room.find_entry(make_incident(), line(1), before) is None
         room.delete_entry(make_incident(), ts)  # gone already is fine
         assert [m["text"] for m in slack.messages(CHANNEL)] == [":gear: Line 2"]
+
+
+def _post_with_a_short_lease(database_url: str, api_url: str) -> None:
+    with SqlStore(database_url, migrate=False) as store:
+        room = SlackIncidentRoom(WebClient(token="xoxb-test-token", base_url=api_url),
+                                 "C0ALERTS")
+        TimelinePoster(store.incident_entries, room, worker_id="doomed",
+                       lease=timedelta(seconds=3)).post_pending(make_incident())
+
+
+def test_a_poster_killed_while_slack_took_its_line_is_taken_over_without_a_second_copy(
+        database_url: str) -> None:
+    with FakeSlack() as slack, SqlStore(database_url) as store:
+        slack.add_channel(CHANNEL, name="inc-20260113-orders-emptied")
+        store.incident_entries.add(line(1))
+        held = slack.hold_answer("chat.postMessage")
+        doomed = multiprocessing.get_context("spawn").Process(
+            target=_post_with_a_short_lease, args=(database_url, slack.api_url))
+        doomed.start()
+        held.wait_reached()
+        doomed.kill()  # SIGKILL: Slack has the line, the store never heard
+        doomed.join(10)
+        held.release()
+        [message] = slack.messages(CHANNEL)
+        assert store.incident_entries.of("0a1b2c3d")[0].posted_ts is None
+        room = SlackIncidentRoom(WebClient(token=slack.bot_token, base_url=slack.api_url),
+                                 "C0ALERTS")
+        survivor = TimelinePoster(store.incident_entries, room, worker_id="survivor")
+        survivor.post_pending(make_incident())  # the dead claim still holds: nothing
+        assert store.incident_entries.of("0a1b2c3d")[0].posted_ts is None
+        time.sleep(3.2)
+        survivor.post_pending(make_incident())
+        assert slack.messages(CHANNEL) == [message]  # found, not posted again
+        assert store.incident_entries.of("0a1b2c3d")[0].posted_ts == message["ts"]
+        assert len(slack.calls_to("chat.postMessage")) == 1
