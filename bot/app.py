@@ -180,6 +180,8 @@ class Lifeguard:
             for item in unfinished:
                 self.background.run(partial(work.advance, item.id, patient=True),
                                     f"reconcile {work.kind.name} {item.id}")
+        # timeline lines whose poster died, or that Slack refused for a while
+        self.background.run(self.incidents.post_waiting, "post waiting incident lines")
 
     # Each of these never raises: a failure is posted to ALERTS_CHANNEL and returned.
 

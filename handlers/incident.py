@@ -9,6 +9,7 @@ incident's own channel; elsewhere the person is told so, privately.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -21,6 +22,7 @@ from bot.domain.incidents import (
     IncidentNote,
     IncidentOpen,
     IncidentSetStatus,
+    IncidentState,
     IncidentTimeline,
     parse_incident_command,
 )
@@ -58,8 +60,8 @@ def handle_incident_command(ack: Ack, command: dict[str, Any], respond: Respond,
         incident = incidents.open(asked.user_id, parsed.title, channel_id=asked.channel_id,
                                   response_url=asked.response_url)  # before the ack
         ack(**cards.opening(incident.title))
-        asker.later(lambda: respond(**cards.opened(incidents.settle(incident.id))),
-                    f"open incident {incident.id}")
+        asker.later(lambda: _answer_opening(incidents, incident.id, asked.response_url,
+                                            respond), f"open incident {incident.id}")
     elif isinstance(parsed, IncidentNote):
         entry = incidents.note(asked.user_id, asked.channel_id, parsed.text)
         ack(**cards.noted())
@@ -95,12 +97,24 @@ def handle_incident_open(ack: Ack, body: dict[str, Any], respond: Respond,
         raise MalformedPayload("the button's value is not a request id")
     title = None if request_id else _title_of_alert(body)
     incident = incidents.open(clicked.user_id, title, request_id=request_id,
-                              channel_id=clicked.channel_id)  # before the ack
+                              channel_id=clicked.channel_id,
+                              response_url=asker.response_url)  # before the ack
     ack()
     respond(**{**cards.opening(incident.title), "replace_original": False})
-    asker.later(lambda: respond(**{**cards.opened(incidents.settle(incident.id)),
-                                   "replace_original": False}),
+    asker.later(lambda: _answer_opening(incidents, incident.id, asker.response_url,
+                                        lambda **answer: respond(
+                                            **{**answer, "replace_original": False})),
                 f"open incident {incident.id}")
+
+
+def _answer_opening(incidents: IncidentService, incident_id: str, response_url: str | None,
+                    respond: Callable[..., object]) -> None:
+    """Move the opening on (or wait for whoever does). Its end is told through the
+    response_url the incident keeps, by whichever worker ends it, a restarted one too;
+    anyone else (a second click, an incident open already) is answered here."""
+    settled = incidents.settle(incident_id)
+    if settled.state == IncidentState.OPENING or settled.response_url != response_url:
+        respond(**cards.opened(settled))
 
 
 def _title_of_alert(body: dict[str, Any]) -> str:

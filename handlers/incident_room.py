@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
 
 from bot.domain.errors import ExternalServiceError
 from bot.domain.incident_summary import IncidentSummary
@@ -22,6 +24,7 @@ from bot.domain.text import escape
 from bot.services.incident_steps import ChannelNameTaken, SlackBusy
 from bot.services.ports import MessageRef
 from handlers import incident_blocks as blocks
+from handlers.answers import RESPONSE_URL_TIMEOUT_SECONDS
 from handlers.cards import show_card
 
 log = logging.getLogger("lifeguard.handlers.incidents")
@@ -29,6 +32,8 @@ log = logging.getLogger("lifeguard.handlers.incidents")
 T = TypeVar("T")
 INVITE_BATCH = 1000  # Slack's limit of users in one conversations.invite
 LIST_PAGES = 20  # conversations.list pages looked through for a channel of our own
+HISTORY_PAGES = 5  # conversations.history pages looked through for a line posted before
+LINE_EVENT = "lifeguard_timeline_line"  # the metadata naming a timeline line's message
 NAME_RULES = ("channel names may have only lowercase letters, digits, `-` and `_`, and at "
               "most 80 characters")
 WHY = {
@@ -169,8 +174,41 @@ class SlackIncidentRoom:
 
     def post_entry(self, incident: Incident, entry: TimelineEntry) -> str:
         posted = self._call("posting a timeline line", lambda: self.client.chat_postMessage(
-            channel=incident.channel_id, **blocks.entry_message(entry)))
+            channel=incident.channel_id, metadata=_line_metadata(entry),
+            **blocks.entry_message(entry)))
         return str(posted["ts"]) if posted else ""
+
+    def find_entry(self, incident: Incident, entry: TimelineEntry,
+                   since: datetime) -> str | None:
+        """The line's message, by its metadata. Slack busy raises (the line is tried
+        again later); a history Slack will not show is searched no further (the line is
+        posted: better twice than never)."""
+        wanted, cursor = _line_metadata(entry)["event_payload"], None
+        for _ in range(HISTORY_PAGES):
+            try:
+                page = self._call("looking for a timeline line", lambda c=cursor:
+                                  self.client.conversations_history(
+                                      channel=incident.channel_id, cursor=c, limit=200,
+                                      oldest=f"{since.timestamp() - 60:.6f}",
+                                      include_all_metadata=True))
+            except ExternalServiceError as refused:
+                log.info("cannot look for an earlier line in %s: %s", incident.channel_id,
+                         refused)
+                return None
+            for message in (page or {}).get("messages", []):
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == LINE_EVENT \
+                        and metadata.get("event_payload") == wanted:
+                    return str(message["ts"])
+            cursor = ((page or {}).get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    def delete_entry(self, incident: Incident, ts: str) -> None:
+        self._call("deleting a second copy of a timeline line",
+                   lambda: self.client.chat_delete(channel=incident.channel_id, ts=ts),
+                   fine=("message_not_found",))
 
     def _once(self, incident: Incident, key: str, message: dict[str, Any], what: str) -> None:
         assert incident.channel_id is not None
@@ -193,6 +231,19 @@ class SlackIncidentRoom:
                    lambda: self.client.conversations_archive(channel=incident.channel_id),
                    fine=("already_archived",))
 
+    def tell_opener(self, incident: Incident) -> None:
+        if not incident.response_url:
+            return
+        try:
+            sent = WebhookClient(incident.response_url, timeout=RESPONSE_URL_TIMEOUT_SECONDS
+                                 ).send_dict({**blocks.opened(incident),
+                                              "replace_original": False})
+            if sent.status_code != 200:
+                log.warning("the opener of incident %s could not be told (%s)", incident.id,
+                            sent.status_code)
+        except Exception:
+            log.exception("could not tell the opener of incident %s", incident.id)
+
     def names(self, user_ids: set[str]) -> dict[str, str]:
         for user_id in user_ids - set(self._names):
             try:
@@ -203,6 +254,11 @@ class SlackIncidentRoom:
             except Exception:
                 log.info("no name for %s", user_id)
         return {u: self._names[u] for u in user_ids if u in self._names}
+
+
+def _line_metadata(entry: TimelineEntry) -> dict[str, Any]:
+    return {"event_type": LINE_EVENT,
+            "event_payload": {"incident": entry.incident_id, "key": entry.key}}
 
 
 def _reraise(failure: Exception) -> Any:

@@ -470,7 +470,8 @@ class IncidentRow(SQLModel, table=True):
 class IncidentEntryRow(SQLModel, table=True):
     """One line of an incident's timeline (bot.domain.incident_timeline.TimelineEntry).
     UNIQUE(incident_id, key): each milestone is kept once, whoever records it first, so
-    the line is posted in the channel once too."""
+    the line is posted in the channel once too: whoever claims it (`claimed_*`, a
+    compare-and-set) posts it; a claim runs out at `claimed_until`."""
 
     __tablename__ = "incident_entries"
     __table_args__ = (
@@ -486,6 +487,11 @@ class IncidentEntryRow(SQLModel, table=True):
     actor: str = Field(sa_column=Column("actor", String(), nullable=False))
     text: str = Field(sa_column=Column("text", Text(), nullable=False))
     posted_ts: str | None = Field(default=None, sa_column=Column("posted_ts", String()))
+    claimed_by: str | None = Field(default=None, sa_column=Column("claimed_by", String()))
+    claimed_at: datetime | None = Field(default=None,
+                                        sa_column=Column("claimed_at", UTCDateTime()))
+    claimed_until: datetime | None = Field(default=None,
+                                           sa_column=Column("claimed_until", UTCDateTime()))
 
 
 audit_entries = AuditEntryRow.__table__  # type: ignore[attr-defined]

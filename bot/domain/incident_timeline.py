@@ -55,6 +55,18 @@ class TimelineEntry:
     posted_ts: str | None = None  # the message in the incident's channel, once posted
 
 
+@dataclass(frozen=True)
+class LineClaim:
+    """The right to post one timeline line, held by `owner` until `until`. Only one
+    caller holds it at a time (the store takes it by compare-and-set). `earlier_since` is
+    when the claim before this one began, when there was one: its poster died or failed,
+    maybe after Slack took the line, so the channel is searched from then before posting."""
+
+    owner: str
+    until: datetime
+    earlier_since: datetime | None = None
+
+
 def _what(request: ChangeRequest) -> str:
     plan = request.plan
     source, target = escape(plan.source_branch_name), escape(plan.target_branch_name)

@@ -41,6 +41,7 @@ from bot.domain.incidents import (
     topic_text,
 )
 from bot.domain.requests import ChangeRequest
+from bot.services.incident_lines import LineRoom
 from bot.services.ports import MessageRef, Records
 from bot.services.work import Change, Kind, Wait
 
@@ -57,7 +58,7 @@ class SlackBusy(Exception):
     """Slack kept rate limiting (or was unreachable) after the client's own retries."""
 
 
-class IncidentRoom(Protocol):
+class IncidentRoom(LineRoom, Protocol):
     """Slack, as an incident needs it. Slack refusing something raises an
     ExternalServiceError whose text names Slack's error; rate limits raise SlackBusy."""
 
@@ -95,10 +96,6 @@ class IncidentRoom(Protocol):
         """Post (once) or update the announcement in ALERTS_CHANNEL; returns its ts."""
         ...
 
-    def post_entry(self, incident: Incident, entry: TimelineEntry) -> str:
-        """One timeline line in the incident's channel; returns its ts."""
-        ...
-
     def post_summary(self, incident: Incident, summary: IncidentSummary) -> None: ...
 
     def post_timeline(self, incident: Incident, markdown: str) -> None: ...
@@ -110,6 +107,11 @@ class IncidentRoom(Protocol):
 
     def names(self, user_ids: set[str]) -> dict[str, str]:
         """Display names by user id, as far as Slack says."""
+        ...
+
+    def tell_opener(self, incident: Incident) -> None:
+        """Tell whoever opened it (privately, through the response_url it was opened
+        with) that the opening ended: open, or stalled and why. Never raises."""
         ...
 
 
@@ -330,7 +332,13 @@ class IncidentSteps:
                       "incident.stalled", {"step": step.value})
 
     def show(self, incident: Incident) -> MessageRef | None:
-        """Keep the status card up to date once it exists (never after archiving)."""
+        """Keep the status card up to date once it exists (never after archiving), and
+        tell the opener when the opening ended, whichever worker ended it: after a crash
+        the worker that answered "Opening…" is gone."""
+        opening_ended = incident.state == IncidentState.OPEN or (
+            incident.state == IncidentState.STALLED and incident.closing_at is None)
+        if opening_ended:
+            self.room.tell_opener(incident)
         if incident.card_ts and incident.state != IncidentState.CLOSED:
             self.room.show_card(incident)
         return None

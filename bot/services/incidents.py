@@ -49,6 +49,7 @@ from bot.domain.incidents import (
 )
 from bot.domain.requests import ACTION_TITLES, ChangeRequest
 from bot.domain.text import escape
+from bot.services.incident_lines import TimelineEntries, TimelinePoster
 from bot.services.incident_steps import IncidentRoom, IncidentSteps, IncidentStore, Settings
 from bot.services.ports import MessageRef
 from bot.services.work import Engine
@@ -64,14 +65,6 @@ class IncidentRecords(Protocol):
     def live_for_request(self, request_id: str) -> Incident | None: ...
 
     def live(self) -> list[Incident]: ...
-
-
-class TimelineEntries(Protocol):
-    def add(self, entry: TimelineEntry) -> bool: ...
-
-    def of(self, incident_id: str) -> list[TimelineEntry]: ...
-
-    def mark_posted(self, incident_id: str, key: str, ts: str) -> None: ...
 
 
 class IncidentServiceStore(IncidentStore, Protocol):
@@ -91,6 +84,8 @@ class IncidentService:
         self.steps = IncidentSteps(store, store.incident_entries, room, settings,
                                    on_opened=self.echo_linked, now=now)
         self.work = Engine(self.steps.kind(), store.incidents, worker_id=worker_id, now=now)
+        self.lines = TimelinePoster(store.incident_entries, room,
+                                    worker_id=self.work.worker_id, now=now)
 
     @property
     def _records(self) -> IncidentRecords:
@@ -111,13 +106,13 @@ class IncidentService:
                                "for.")
             existing = self._records.live_for_request(request_id)
             if existing is not None:
-                return self._again(existing, user_id)
+                return self._again(existing, user_id, response_url)
         title = check_title(title or f"{ACTION_TITLES[request.plan.action]} {request.id}"
                             if request else title or "")
         for stalled in self.store.incidents.list((IncidentState.STALLED,), limit=50):
             if stalled.title == title and stalled.opened_by == user_id \
                     and stalled.request_id is None and stalled.closing_at is None:
-                return self._again(stalled, user_id)
+                return self._again(stalled, user_id, response_url)
         now = self.now()
         incident = Incident(
             id=secrets.token_hex(4), title=title, state=IncidentState.OPENING,
@@ -135,18 +130,21 @@ class IncidentService:
             if existing is None:
                 raise Conflict("Two incidents got the same id; please open it again.") \
                     from None
-            return self._again(existing, user_id)
+            return self._again(existing, user_id, response_url)
         self._record(recorded, Milestone(f"incident:{recorded.id}:opened", user_id,
                                          f"opened the incident: {_quoted(title)}",
                                          recorded.created_at))
         return recorded
 
-    def _again(self, incident: Incident, user_id: str) -> Incident:
-        """Opening an incident that exists: a stalled one goes on where it stopped; the
-        person asking is invited when the channel is there."""
+    def _again(self, incident: Incident, user_id: str, response_url: str | None) -> Incident:
+        """Opening an incident that exists: a stalled one goes on where it stopped (and
+        its end is told to the person asking now); the person asking is invited when the
+        channel is there."""
         if incident.state == IncidentState.STALLED and incident.closing_at is None:
             resumed = self.store.incidents.save(
-                replace(incident, state=IncidentState.OPENING, error=None), incident.version,
+                replace(incident, state=IncidentState.OPENING, error=None,
+                        response_url=response_url or incident.response_url),
+                incident.version,
                 AuditEvent(user_id, "incident.resumed", incident.id,
                            {"step": incident.step.value if incident.step else None}))
             incident = resumed or self.get(incident.id)
@@ -269,25 +267,27 @@ class IncidentService:
                 post: bool = True) -> TimelineEntry:
         entry = TimelineEntry(incident.id, milestone.key, milestone.at or self.now(),
                               milestone.actor, milestone.text)
-        if self.store.incident_entries.add(entry) and post:
+        if self.lines.add(entry) and post:
             self._post(incident, entry)
         return entry
 
     def _post(self, incident: Incident, entry: TimelineEntry) -> None:
-        if not incident.channel_id or incident.state == IncidentState.CLOSED:
-            return
-        try:
-            ts = self.room.post_entry(incident, entry)
-        except Exception:
-            log.exception("could not post a timeline line of incident %s", incident.id)
-            return
-        self.store.incident_entries.mark_posted(incident.id, entry.key, ts)
+        self.lines.post(incident, entry)
 
     def post_pending(self, incident: Incident) -> None:
         """Post the lines recorded while the channel was not there yet, or not posted."""
-        for entry in self.store.incident_entries.of(incident.id):
-            if entry.posted_ts is None:
-                self._post(incident, entry)
+        self.lines.post_pending(incident)
+
+    def post_waiting(self) -> None:
+        """The reconciler's round: the lines of open incidents that nobody posted (their
+        poster died, or Slack refused them for a while) are posted now."""
+        for incident in self._records.live():
+            if incident.state == IncidentState.OPEN and incident.channel_id:
+                try:
+                    self.lines.post_pending(incident, overdue_only=True)
+                except Exception:
+                    log.exception("could not post the waiting lines of incident %s",
+                                  incident.id)
 
     def echo_linked(self, incident: Incident) -> None:
         """Once the channel is open: what happened so far, and the linked work's

@@ -33,6 +33,8 @@ Faithfulness notes (what real Slack does and the fake does too):
 Test conveniences (not Slack behaviour): channel ids that look like ids (`C…`, `G…`) are
 created on first use unless `auto_create_channels` is False, and the user directory starts
 with the bot user and three people (U_ALICE, U_BOB, U_CAROL) unless `default_users=False`.
+`hold_answer(method)` does the next such call and keeps its answer back until the test
+releases it, for killing the bot in the instant after Slack acted.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "FakeSlack",
+    "HeldAnswer",
     "ResponsePost",
     "SlackCall",
     "all_text",
@@ -118,6 +121,29 @@ class ResponsePost:
     at: float
     status: int
     error: str | None = None
+
+
+class HeldAnswer:
+    """One call whose answer the fake keeps back (`FakeSlack.hold_answer`): Slack has
+    done it (and recorded it) when `reached` is set; the answer goes out on `release`,
+    or never reaches a caller that died meanwhile."""
+
+    def __init__(self, method: str, timeout: float) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.reached = threading.Event()
+        self._released = threading.Event()
+
+    def wait_reached(self, timeout: float = 30.0) -> None:
+        if not self.reached.wait(timeout):
+            raise AssertionError(f"no {self.method} call came within {timeout:g}s")
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _hold(self) -> None:
+        self.reached.set()
+        self._released.wait(self.timeout)
 
 
 @dataclass
@@ -378,6 +404,7 @@ class FakeSlack:
 
         self._calls: list[SlackCall] = []
         self._failures: dict[str, list[_Failure]] = {}
+        self._held: dict[str, HeldAnswer] = {}
         self._channels: dict[str, _Channel] = {}
         self._dms: dict[str, str] = {}
         self._ephemerals: list[dict[str, Any]] = []
@@ -542,6 +569,9 @@ class FakeSlack:
         with self._lock:
             self._calls.clear()
             self._failures.clear()
+            for held in self._held.values():
+                held.release()
+            self._held.clear()
             self.unreachable_methods.clear()
             self._channels.clear()
             self._dms.clear()
@@ -583,6 +613,17 @@ class FakeSlack:
             self._failures.setdefault(method, []).append(
                 _Failure(error=error, remaining=times, status=status, retry_after=retry_after)
             )
+
+    def hold_answer(self, method: str, timeout: float = 60.0) -> HeldAnswer:
+        """Do the next call to `method` as Slack would, record it, then keep its answer
+        back until the test releases it (at most `timeout` seconds): for killing the bot
+        in the instant after Slack acted and before the bot heard of it."""
+        if method not in self._methods:
+            raise ValueError(f"FakeSlack does not implement {method!r}")
+        held = HeldAnswer(method, timeout)
+        with self._lock:
+            self._held[method] = held
+        return held
 
     def _take_failure(self, method: str) -> _Failure | None:
         queue = self._failures.get(method)
@@ -1130,6 +1171,13 @@ class FakeSlack:
         self._touch()
         if response is None:
             handler.close_connection = True  # drop the connection without an answer
+            return
+        with self._lock:
+            held = self._held.pop(method, None)
+        if held is not None:
+            held._hold()
+            with contextlib.suppress(OSError):  # the caller may have died meanwhile
+                self._send(handler, status, response, headers)
             return
         self._send(handler, status, response, headers)
 
