@@ -27,7 +27,7 @@ from bot.domain.incidents import (
     Incident,
     check_incident_transition,
 )
-from storage.models import incident_entries, incidents
+from storage.incident_models import incident_entries, incidents
 from storage.records import EntityMap, Records, is_unique_violation, state_change
 
 if TYPE_CHECKING:
