@@ -6,39 +6,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.e2e.conftest import ALICE, BOB, CAROL, MALLORY, OPS_CHANNEL
+from tests.e2e.incidents.conftest import DAVE, ONCALL, RUNBOOK
 from tests.support.block_kit import problems
 from tests.support.bot_process import ALERTS_CHANNEL, APPROVALS_CHANNEL, audit_entries
-from tests.support.fake_slack import FakeSlack, all_text, manifest_bot_scopes
+from tests.support.fake_slack import FakeSlack, all_text
 from tests.support.mrkdwn import mrkdwn_texts
 from tests.support.restore_steps import ask, card, click
 from tests.support.slack_driver import SlackDriver
 from tests.support.waits import wait_for_response
-
-MANIFEST = Path(__file__).resolve().parents[2] / "manifest.yml"
-RUNBOOK = "https://runbooks.example/neon-restore"
-ONCALL = "S0ONCALL"
-DAVE = "U0DAVE"  # on call, in the responders' user group
-
-
-@pytest.fixture
-def bot_env(bot_env: dict[str, str]) -> dict[str, str]:
-    return {**bot_env, "INCIDENT_RESPONDERS": f"{ONCALL},{MALLORY}",
-            "INCIDENT_RUNBOOK_URL": RUNBOOK}
-
-
-@pytest.fixture
-def slack(slack: FakeSlack) -> Any:
-    slack.add_user(DAVE, name="dave", tz="Europe/Lisbon")
-    slack.set_usergroup(ONCALL, [DAVE, CAROL])
-    slack.scopes = manifest_bot_scopes(MANIFEST)  # only what the manifest asks for
-    yield slack
-    slack.scopes = None
 
 
 def today() -> str:

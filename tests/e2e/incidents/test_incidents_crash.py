@@ -9,14 +9,9 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
-
 from tests.e2e.conftest import ALICE, CAROL, MALLORY
-from tests.e2e.test_incidents import (
-    DAVE,
-    MANIFEST,
-    ONCALL,
-    RUNBOOK,
+from tests.e2e.incidents.conftest import DAVE, RUNBOOK
+from tests.e2e.incidents.test_incidents import (
     channel_of,
     incident_command,
     texts,
@@ -28,26 +23,11 @@ from tests.support.bot_process import (
     BotProcess,
     audit_entries,
 )
-from tests.support.fake_slack import FakeSlack, all_text, manifest_bot_scopes
+from tests.support.fake_slack import FakeSlack, all_text
 from tests.support.restore_steps import ask, card, click
 from tests.support.waits import wait_for_response
 
 RECONCILE_ROUNDS = 3 * 2.0  # three rounds of the bot's RECONCILE_INTERVAL in the tests
-
-
-@pytest.fixture
-def bot_env(bot_env: dict[str, str]) -> dict[str, str]:
-    return {**bot_env, "INCIDENT_RESPONDERS": f"{ONCALL},{MALLORY}",
-            "INCIDENT_RUNBOOK_URL": RUNBOOK}
-
-
-@pytest.fixture
-def slack(slack: FakeSlack) -> Any:
-    slack.add_user(DAVE, name="dave", tz="Europe/Lisbon")
-    slack.set_usergroup(ONCALL, [DAVE, CAROL])
-    slack.scopes = manifest_bot_scopes(MANIFEST)  # only what the manifest asks for
-    yield slack
-    slack.scopes = None
 
 
 def ok_calls(slack: FakeSlack, method: str) -> list[Any]:
