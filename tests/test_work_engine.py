@@ -15,7 +15,7 @@ import pytest
 from bot.domain.audit import AuditEvent
 from bot.neon.errors import NeonRequestRejected, NeonServerError
 from bot.services.ports import MessageRef
-from bot.services.work import WAIT, Change, Engine, Kind, Wait
+from bot.services.work import WAIT, Change, Engine, Kind, Wait, checkpoint
 
 LEASE = 0.4
 BEAT = 0.1
@@ -323,3 +323,58 @@ def test_a_wait_runs_the_step_again_until_it_is_done():
     assert finished is not None and finished.done == STEPS and len(polls) == 4
     # three pauses between the four runs are counted in the step's time
     assert finished.step_timings["one"] >= 0.5
+
+
+def test_a_checkpoint_is_stored_at_once_and_the_steps_change_goes_over_it():
+    """A fact stored mid-step (a transaction id before writing) is on the record while the
+    step still runs, under the step's lease; the step's change is then saved once, over
+    the checkpoint, without the engine reading the record again or running the step twice."""
+    records = RememberingRecords(Job("j1"))
+    seen_mid_step: list[Job] = []
+    runs: list[str] = []
+
+    def noting(job: Job) -> None:
+        runs.append(job.step)
+        if job.step == "two":
+            noted = checkpoint(replace(job, error="xid 42"))
+            seen_mid_step.append(records.jobs["j1"])
+            assert noted == records.jobs["j1"]
+
+    finished = engine(records, job_kind({"two": noting}), "a").advance("j1")
+    assert finished is not None and finished.done == STEPS
+    assert runs == ["two"]  # the step with the checkpoint ran once: no lost race
+    assert seen_mid_step[0].error == "xid 42" and seen_mid_step[0].done == ("one",)
+    assert records.refused == []
+    owners = {owner for owner, _ in records.saves}
+    assert len(owners) == 1 and None not in owners  # every write under the one lease
+    assert [e.action for e in records.events] == ["job.one_done", "job.two_done",
+                                                  "job.three_done"]
+
+
+def test_a_checkpoint_of_a_worker_that_lost_its_lease_is_refused_and_stops_the_step():
+    """The step stops where its checkpoint fails: nothing of the stale worker is written
+    after that, the record is not failed, and the worker that holds it finishes it."""
+    records = RememberingRecords(Job("j1", step="two", done=("one",)))
+    after_checkpoint: list[str] = []
+    new_finished: list[Job | None] = []
+
+    def taken_over(job: Job) -> None:
+        # another worker takes the record over while this step runs (a stalled process)
+        records.leases["j1"] = ("elsewhere", time.monotonic() + 60)
+        checkpoint(replace(job, error="xid 7"))
+        after_checkpoint.append("went on")
+
+    old = engine(records, job_kind({"two": taken_over}), "old")
+    result = old.advance("j1")
+    assert after_checkpoint == []
+    assert records.jobs["j1"].error is None and records.jobs["j1"].step == "two"
+    assert result is not None and result.step == "two"  # left to the lease's holder
+    assert [owner for owner in records.refused if owner and owner.startswith("old/")]
+    del records.leases["j1"]
+    new_finished.append(engine(records, job_kind({}), "new").advance("j1"))
+    assert new_finished[0] is not None and new_finished[0].done == STEPS
+
+
+def test_a_checkpoint_outside_a_step_is_refused():
+    with pytest.raises(RuntimeError, match="a step the engine is running"):
+        checkpoint(Job("j1"))

@@ -119,7 +119,7 @@ class RestoreService:
         self.now = now
         self.exports = ExportRestores(exports, neon)
         self.steps = RequestSteps(neon, verifier, backups, now,
-                                  tables=TableSteps(neon, backups, store.requests, now),  # type: ignore[arg-type]
+                                  tables=TableSteps(neon, backups, now),  # type: ignore[arg-type]
                                   exports=self.exports)
         self.tables = TableRestores(neon, directory, store.requests, self,
                                     project_id=project_id, now=now)

@@ -7,10 +7,10 @@ steps, bot.services.request_steps hands them on):
     drop_source                           (`at <when>`: the branch made for it is removed)
 
 Each step is idempotent. The copy stores its live transaction's id before writing and its
-figures before committing, so after a crash the step asks PostgreSQL whether that
-transaction committed: if it did, the copy is done; if not, none of it was written, and
-the request fails saying so (the rows are not copied again on their own: the card's
-figures were approved for that moment).
+figures before committing (engine checkpoints, bot.services.work.checkpoint), so after a
+crash the step asks PostgreSQL whether that transaction committed: if it did, the copy is
+done; if not, none of it was written, and the request fails saying so (the rows are not
+copied again on their own: the card's figures were approved for that moment).
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from bot.domain.verification import TableResult, VerificationReport
 from bot.neon.errors import NeonNotFound, NeonOperationTimeout
 from bot.neon.models import BranchChange
 from bot.services.branches import BranchAccess, branch_connection_uri
-from bot.services.ports import Records
 from bot.services.table_copy import CopyFailed, CopyResult, copy_table, transaction_state
-from bot.services.work import WAIT, Change, Wait
+from bot.services.work import WAIT, Change, Wait, checkpoint
 
 log = logging.getLogger("lifeguard.table_restores")
 
@@ -60,11 +59,9 @@ def safety_reason(request_id: str) -> str:
 
 class TableSteps:
     def __init__(self, neon: TableNeon, backups: SafetyBackups | None,
-                 records: Records[ChangeRequest],
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.neon = neon
         self.backups = backups
-        self.records = records
         self.now = now
 
     def steps(self, checked: Callable[[TableStep], TableStep]) -> dict[str, TableStep]:
@@ -131,21 +128,11 @@ class TableSteps:
                 "live table is as it was. Ask again to copy them.")
         source_url = branch_connection_uri(self.neon, plan.source_branch_id)
         columns = tuple(str(c) for c in request.extra.get("columns", ()))
+        noted = _Noted(request)
         result = copy_table(source_url, live_url, copy, columns,
-                            started=lambda x: self._note(request, live_xid=x),
-                            checked=lambda r: self._note(request, copy_result=r.to_dict()))
-        return self._copied(request, result)
-
-    def _note(self, request: ChangeRequest, **facts: Any) -> None:
-        """Store facts of the copy on the request at once (before rows are written, before
-        the commit): what a worker resuming after a crash reads."""
-        fresh = self.records.get(request.id)
-        if fresh is None or fresh.step != Step.COPY_TABLE:
-            raise CopyFailed("The request changed while copying; the copy was rolled back.")
-        if self.records.save(replace(fresh, extra={**fresh.extra, **facts}),
-                             fresh.version) is None:
-            raise CopyFailed("Another worker took the request over; this copy was rolled "
-                             "back.")
+                            started=lambda x: noted.store(live_xid=x),
+                            checked=lambda r: noted.store(copy_result=r.to_dict()))
+        return self._copied(noted.request, result)
 
     def _copied(self, request: ChangeRequest,
                 result: CopyResult) -> Change[ChangeRequest]:
@@ -191,6 +178,19 @@ class TableSteps:
                           "request.step_failed", {"error": reason})
         return Change(replace(request, state=RequestState.FAILED, finished_at=self.now(),
                               error=reason), "request.failed")
+
+
+class _Noted:
+    """Facts of the copy stored on the request at once, before rows are written and
+    before the commit (what a worker resuming after a crash reads); a checkpoint that
+    cannot be stored (the request was taken over) stops the copy, which rolls back."""
+
+    def __init__(self, request: ChangeRequest) -> None:
+        self.request = request
+
+    def store(self, **facts: Any) -> None:
+        self.request = checkpoint(replace(self.request,
+                                          extra={**self.request.extra, **facts}))
 
 
 def remove_branch(neon: TableNeon, branch_id: str, name: str) -> None:

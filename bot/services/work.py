@@ -23,6 +23,10 @@ the same way for every kind:
   in that step, since those steps are idempotent and the work already exists.
 - **Cards.** After each change the record is shown (`show`); where a new card was
   posted, its place is stored on the record, so later changes update that card.
+- **Checkpoints.** A step that must store a fact before it goes on (a transaction's id
+  before it writes, so a worker resuming after a crash can ask how it ended) calls
+  `checkpoint(record)`: written at once, fenced like every write, and the change the step
+  then returns is saved over it.
 
 Resume after a crash needs nothing more: the reconciler calls `advance` for every
 unfinished record, and the step stored on the record says where to go on.
@@ -36,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -127,7 +132,32 @@ class Kind(Generic[W]):
 
 
 class LeaseLost(Exception):
-    """Another worker holds the record now; this one must stop."""
+    """A checkpoint could not be written: another worker holds the record now, or another
+    change got there first. The step stops; the engine reads the record again."""
+
+
+@dataclass
+class _RunningStep:
+    records: Records[Any]
+    owner: str
+    item: Any  # the record as last stored: what the step's change is saved over
+
+
+_running_step: ContextVar[_RunningStep | None] = ContextVar("running_step", default=None)
+
+
+def checkpoint(item: W) -> W:
+    """Store `item`, the record the running step works on with a fact it must not lose, at
+    once and under the step's lease; the stored record. LeaseLost when it cannot be
+    (the step must then stop: raise it on). Only for a step the engine runs."""
+    running = _running_step.get()
+    if running is None:
+        raise RuntimeError("checkpoint() is for a step the engine is running")
+    saved = running.records.save(item, running.item.version, lease_owner=running.owner)
+    if saved is None:
+        raise LeaseLost(f"{item.id} changed or was taken over while a step ran")
+    running.item = saved
+    return saved
 
 
 class Engine(Generic[W]):
@@ -192,7 +222,17 @@ class Engine(Generic[W]):
                 log.warning("%s %s: lease lost, another worker goes on", self.kind.name,
                             item.id)
                 return item
-            outcome = self._step(step, item, retries)
+            running = _RunningStep(self.records, owner, item)
+            try:
+                outcome = self._step(step, item, retries, running)
+            except LeaseLost as error:
+                log.warning("%s %s: %s; reading it again", self.kind.name, item.id, error)
+                fresh = self.records.get(item.id)
+                if fresh is None or lost.is_set():
+                    return fresh or item
+                item = fresh
+                continue
+            item = running.item  # a checkpoint stored it anew: the change goes over that
             if isinstance(outcome, Wait):
                 retries = retries + 1 if outcome is _RETRY else 0
                 self.sleep(self._pause(outcome, retries))
@@ -208,12 +248,16 @@ class Engine(Generic[W]):
             item = self.show(saved, owner)
         return item
 
-    def _step(self, step: str, item: W, retries: int) -> Change[W] | Wait:
+    def _step(self, step: str, item: W, retries: int,
+              running: _RunningStep) -> Change[W] | Wait:
         run = self.kind.steps.get(step)
         if run is None:
             return self._failure(item, step, f"unknown step {step!r}", None)
+        token = _running_step.set(running)
         try:
             return run(item)
+        except LeaseLost:
+            raise
         except TRANSIENT_ERRORS + self.kind.transient as error:
             started = item.step_started_at or item.updated_at
             if step in self.kind.retried and self.now() - started < self.kind.retry_for:
@@ -221,19 +265,21 @@ class Engine(Generic[W]):
                             item.id, step, error)
                 return _RETRY
             if isinstance(error, NeonError):
-                return self._failure(item, step, explain_neon_error(error), error)
-            return self._failure(item, step, str(error), None)
+                return self._failure(running.item, step, explain_neon_error(error), error)
+            return self._failure(running.item, step, str(error), None)
         except NeonError as error:
-            return self._failure(item, step, explain_neon_error(error), error)
+            return self._failure(running.item, step, explain_neon_error(error), error)
         except LifeguardError as error:
-            return self._failure(item, step, str(error), None)
+            return self._failure(running.item, step, str(error), None)
         except Exception as error:  # a bug or a store error: fail it, saying where to look
             error_id = uuid.uuid4().hex[:8]
             log.exception("%s %s: step %s raised (error id %s)", self.kind.name, item.id,
                           step, error_id)
-            return self._failure(item, step, f"Lifeguard hit an unexpected error at step "
+            return self._failure(running.item, step, f"Lifeguard hit an unexpected error at step "
                                  f"{step} ({type(error).__name__}, error id {error_id}).",
                                  None)
+        finally:
+            _running_step.reset(token)
 
     def _failure(self, item: W, step: str, reason: str, error: NeonError | None) -> Change[W]:
         log.warning("%s %s failed at %s: %s", self.kind.name, item.id, step, reason)
