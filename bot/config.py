@@ -46,7 +46,25 @@ Duration = Annotated[timedelta, NoDecode]
 IdList = Annotated[tuple[str, ...], NoDecode]
 
 
-class Settings(BaseSettings):
+class ExportStoreSettings(BaseSettings):
+    """Where exports are and who can read them: the part of the settings that both the bot
+    (Settings) and `python -m bot export …` (ExportSettings) read. Each says how the
+    recipients are checked, which is after the URL: it must come first here."""
+
+    export_url: str | None = None
+    export_s3_endpoint: str | None = None
+    export_recipients: IdList = Field(default=(), validate_default=True)
+    export_identity: str | None = None
+
+    _export_empty = field_validator("export_url", "export_s3_endpoint", "export_identity",
+                                    mode="before")(empty_is_unset)
+    _export_url = field_validator("export_url")(check_export_url)
+    _export_endpoint = field_validator("export_s3_endpoint")(check_export_endpoint)
+    _recipient_list = field_validator("export_recipients", mode="before")(comma_list)
+    _identity = field_validator("export_identity")(check_export_identity)
+
+
+class Settings(ExportStoreSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
         hide_input_in_errors=True,
@@ -86,12 +104,8 @@ class Settings(BaseSettings):
     retention_monthly: int = Field(default=12, ge=0)
     drill_target_age: Duration = timedelta(hours=24)
     approval_reminder_after: Duration = timedelta(minutes=10)
-    # Exports off Neon (bot/exports). Off while EXPORT_URL is unset; the recipients are
-    # checked after the URL, which must come first here.
-    export_url: str | None = None
-    export_s3_endpoint: str | None = None
-    export_recipients: IdList = Field(default=(), validate_default=True)
-    export_identity: str | None = None
+    # Exports off Neon (bot/exports), off while EXPORT_URL is unset: where they go and
+    # who can read them are ExportStoreSettings'; when they run and how many are kept:
     export_schedule: str = "0 2 * * 0"
     export_retention_weekly: int = Field(default=8, ge=0)
     export_retention_monthly: int = Field(default=12, ge=0)
@@ -238,13 +252,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
         return value.upper()
 
-    _export_empty = field_validator("export_url", "export_s3_endpoint", "export_identity",
-                                    mode="before")(empty_is_unset)
-    _export_url = field_validator("export_url")(check_export_url)
-    _export_endpoint = field_validator("export_s3_endpoint")(check_export_endpoint)
-    _recipient_list = field_validator("export_recipients", mode="before")(comma_list)
     _recipients = field_validator("export_recipients")(check_export_recipients)
-    _identity = field_validator("export_identity")(check_export_identity)
 
     @field_validator("slack_signing_secret")
     @classmethod
@@ -304,7 +312,7 @@ def load_store_settings() -> StoreSettings:
         raise SettingsError([describe_problem(e) for e in error.errors()]) from None
 
 
-class ExportSettings(BaseSettings):
+class ExportSettings(ExportStoreSettings):
     """Only what `python -m bot export …` needs: the export bucket, the project (the
     folders' prefix) and, to restore, the age identity, so exports can be listed, checked
     and restored with Slack, Neon and the store all gone."""
@@ -314,19 +322,9 @@ class ExportSettings(BaseSettings):
                                       hide_input_in_errors=True)
 
     neon_project_id: str
-    export_url: str | None = None
-    export_s3_endpoint: str | None = None
-    export_recipients: IdList = Field(default=(), validate_default=True)
-    export_identity: str | None = None
 
-    _export_empty = field_validator("export_url", "export_s3_endpoint", "export_identity",
-                                    mode="before")(empty_is_unset)
-    _export_url = field_validator("export_url")(check_export_url)
-    _export_endpoint = field_validator("export_s3_endpoint")(check_export_endpoint)
-    _recipient_list = field_validator("export_recipients", mode="before")(comma_list)
     # Listing, checking and restoring read exports: no public key is needed for that.
     _recipients = field_validator("export_recipients")(check_given_recipients)
-    _identity = field_validator("export_identity")(check_export_identity)
 
 
 def load_export_settings(*, required: tuple[str, ...] = ()) -> ExportSettings:
