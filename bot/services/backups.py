@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.domain.audit import AuditEvent
 from bot.domain.backups import (
@@ -26,7 +26,8 @@ from bot.domain.backups import (
 )
 from bot.domain.errors import Conflict, DuplicateBackup, ExternalServiceError, NotAllowed, NotFound
 from bot.neon.errors import NeonError, NeonNotFound, NeonOperationTimeout
-from bot.neon.models import Branch, BranchChange, Operation
+from bot.neon.models import Branch, BranchChange
+from bot.services.branches import BranchLifecycle
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import AuditLog, BackupRecords, MessageRef
 from bot.services.work import SYSTEM, WAIT, Change, Engine, Kind, Wait
@@ -37,21 +38,10 @@ WAIT_CHUNK_SECONDS = 5.0  # wait on Neon in chunks
 CREATION_DEADLINE = timedelta(minutes=30)
 
 
-class BackupNeon(Protocol):
+class BackupNeon(BranchLifecycle, Protocol):
     """The part of the Neon client backups use."""
 
-    def default_branch(self) -> Branch: ...
-    def get_branch(self, branch_id: str) -> Branch: ...
-    def find_branch_by_name(self, name: str) -> Branch | None: ...
     def list_branches(self, search: str | None = None) -> list[Branch]: ...
-    def create_branch(self, name: str, *, parent_id: str | None = None,
-                      parent_timestamp: datetime | None = None,
-                      expires_at: datetime | None = None, protected: bool = False,
-                      with_endpoint: bool = False) -> BranchChange: ...
-    def delete_branch(self, branch_id: str) -> BranchChange: ...
-    def wait_for_operations(self, operations: Any, *,
-                            timeout: float | None = None) -> list[Operation]: ...
-    def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
 
 
 class BackupServiceStore(AuditLog, Protocol):

@@ -1,5 +1,6 @@
-"""Shared steps on Neon branches for restores and drills: reaching a branch to verify it,
-and making audit details JSON-safe."""
+"""Shared steps on Neon branches: the part of the Neon client backups and exports make and
+delete branches through, reaching a branch to verify it (restores and drills), and making
+audit details JSON-safe."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from bot.domain.errors import NotAllowed
 from bot.neon.models import Branch, BranchChange, Database, Endpoint, Operation, Project
 
 ENDPOINT_WAIT_SECONDS = 30.0
+
+
+class BranchLifecycle(Protocol):
+    """The part of the Neon client that makes a branch, waits for it and deletes it: what
+    backups and exports both use."""
+
+    def default_branch(self) -> Branch: ...
+    def get_branch(self, branch_id: str) -> Branch: ...
+    def find_branch_by_name(self, name: str) -> Branch | None: ...
+    def create_branch(self, name: str, *, parent_id: str | None = None,
+                      parent_timestamp: datetime | None = None,
+                      expires_at: datetime | None = None, protected: bool = False,
+                      with_endpoint: bool = False) -> BranchChange: ...
+    def delete_branch(self, branch_id: str) -> BranchChange: ...
+    def wait_for_operations(self, operations: Any, *,
+                            timeout: float | None = None) -> list[Operation]: ...
+    def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
 
 
 class BranchAccess(Protocol):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.domain.errors import LifeguardError
 from bot.domain.export_errors import ExportError
@@ -34,7 +34,8 @@ from bot.domain.export_manifest import Manifest
 from bot.domain.exports import dump_file_name
 from bot.domain.text import escape
 from bot.neon.errors import NeonError, NeonNotFound, NeonOperationTimeout
-from bot.neon.models import Branch, BranchChange, Database, Operation
+from bot.neon.models import BranchChange, Database
+from bot.services.branches import BranchLifecycle
 from bot.services.neon_errors import explain_neon_error
 from bot.services.ports import ExportArchive
 from bot.services.work import TRANSIENT_ERRORS, WAIT, Change, Wait
@@ -47,20 +48,9 @@ BRANCH_LIFETIME = timedelta(days=7)  # Neon's own clean-up if Lifeguard never co
 PROGRESS_EVERY_SECONDS = 2.0
 
 
-class ExportNeon(Protocol):
+class ExportNeon(BranchLifecycle, Protocol):
     """The part of the Neon client exports use."""
 
-    def default_branch(self) -> Branch: ...
-    def get_branch(self, branch_id: str) -> Branch: ...
-    def find_branch_by_name(self, name: str) -> Branch | None: ...
-    def create_branch(self, name: str, *, parent_id: str | None = None,
-                      parent_timestamp: datetime | None = None,
-                      expires_at: datetime | None = None, protected: bool = False,
-                      with_endpoint: bool = False) -> BranchChange: ...
-    def delete_branch(self, branch_id: str) -> BranchChange: ...
-    def wait_for_operations(self, operations: Any, *,
-                            timeout: float | None = None) -> list[Operation]: ...
-    def wait_for_branch_ready(self, branch_id: str, timeout: float | None = None) -> Branch: ...
     def list_databases(self, branch_id: str) -> list[Database]: ...
     def connection_uri(self, branch_id: str, database_name: str, role_name: str,
                        pooled: bool = False, endpoint_id: str | None = None) -> str: ...
